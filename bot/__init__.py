@@ -1,0 +1,1 @@
+"""peerdesk engine: platform adapters, detection, pipeline, store, outbox, runner and CLI."""

@@ -1,0 +1,255 @@
+"""Explainable, lexicon-based detection of drug-related and urgent chat messages.
+
+Layers: normalisation (case, accents, NFKC, leetspeak, letter repeats, substance emoji),
+a lexicon of substances and slang (nl/fr/en) with false friends resolved by context,
+question intents, and urgency phrases that put a case at the top of the queue. Every
+point of the score comes with a :class:`~bot.models.Reason` volunteers can read.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.models import Detection, Reason
+
+DEFAULT_LEXICON = Path(__file__).parent / "data" / "lexicon.toml"
+
+STRONG_WEIGHT = 0.6
+WEAK_WEIGHT = 0.25
+INTENT_WEIGHT = 0.2
+COMBINATION_WEIGHT = 0.15
+URGENT_SCORE = 0.95
+
+_LEET = str.maketrans(
+    {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"}
+)
+_URL = re.compile(r"https?://\S+|www\.\S+")
+_MENTION = re.compile(r"(?<!\w)@\w+")
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_REPEATS = re.compile(r"([a-z])\1{2,}")
+
+_LANGUAGE_MARKERS: dict[str, frozenset[str]] = {
+    "nl": frozenset(
+        "ik je jij het een niet wat hoe is dat van met voor mijn heeft nog wel maar zijn er "
+        "wie kan mag moet ook naar zo gaan iemand heb weet waar wordt echt nu".split()
+    ),
+    "fr": frozenset(
+        "je tu le la les un une est pas c'est avec pour que qui quoi mon ma des et on ca "
+        "il elle vous nous sur dans au j'ai ce quelqu'un comment faut tres".split()
+    ),
+    "en": frozenset(
+        "i you the a is not what how with for my it and are anyone do does have has this "
+        "that can should im i'm someone just got really of to".split()
+    ),
+}
+
+
+class LexiconError(ValueError):
+    """The lexicon file is malformed; the message names the file and the entry."""
+
+
+def fold(text: str) -> str:
+    """NFKC, lowercase, accents stripped."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def normalise(text: str) -> list[str]:
+    """The words of ``text`` as the lexicon sees them.
+
+    URLs and @mentions are dropped (they are kept for display elsewhere), leetspeak is
+    undone inside words that mix letters and digits ("c0ke" but not "112"), runs of three
+    or more equal letters are shortened to two ("pilllen" -> "pillen"), and "3-mmc" style
+    hyphenation is joined.
+    """
+    text = fold(text)
+    text = _URL.sub(" ", text)
+    text = _MENTION.sub(" ", text)
+    text = text.replace("’", "'")
+    words = []
+    for raw in re.split(r"[^\w'@$]+", text):
+        word = raw.strip("'_")
+        if not word:
+            continue
+        if (
+            re.search(r"[a-z]", word)
+            and re.search(r"[0-9@$]", word)
+            and not re.fullmatch(r"\d+[a-z]+", word)
+        ):
+            word = word.translate(_LEET)
+        word = _REPEATS.sub(r"\1\1", word)
+        words.extend(_WORD.findall(word))
+    return words
+
+
+@dataclass(frozen=True)
+class _Term:
+    words: tuple[str, ...]
+    substance: str
+    strong: bool
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    labels: Mapping[str, str]
+    terms: tuple[_Term, ...]
+    emoji: Mapping[str, str]
+    intents: tuple[tuple[str, ...], ...]
+    urgent: tuple[tuple[str, ...], ...]
+    false_friends: Mapping[str, tuple[tuple[str, ...], ...]]
+
+    @classmethod
+    def load(cls, path: Path = DEFAULT_LEXICON) -> Lexicon:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise LexiconError(f"{path}: cannot read lexicon: {exc}") from None
+        return cls.from_data(data, source=str(path))
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any], *, source: str = "<lexicon>") -> Lexicon:
+        def phrase(text: Any, where: str) -> tuple[str, ...]:
+            if not isinstance(text, str):
+                raise LexiconError(f"{source}: {where}: expected text, got {text!r}")
+            words = tuple(normalise(text))
+            if not words:
+                raise LexiconError(f"{source}: {where}: {text!r} has no words")
+            return words
+
+        labels: dict[str, str] = {}
+        terms: list[_Term] = []
+        for name, spec in (data.get("substances") or {}).items():
+            labels[name] = str(spec.get("label", name))
+            for strength in ("strong", "weak"):
+                for term in spec.get(strength, []):
+                    words = phrase(term, f"substances.{name}.{strength}")
+                    terms.append(_Term(words, name, strength == "strong"))
+        emoji = {str(k): str(v) for k, v in (data.get("emoji") or {}).items()}
+        for symbol, name in emoji.items():
+            if name not in labels:
+                raise LexiconError(f"{source}: emoji.{symbol}: unknown substance {name!r}")
+        intents = tuple(
+            phrase(x, "intents.terms") for x in (data.get("intents") or {}).get("terms", [])
+        )
+        urgent = tuple(
+            phrase(x, "urgent.phrases") for x in (data.get("urgent") or {}).get("phrases", [])
+        )
+        false_friends: dict[str, tuple[tuple[str, ...], ...]] = {}
+        for i, item in enumerate(data.get("false_friends") or []):
+            where = f"false_friends[{i}]"
+            key = " ".join(phrase(item.get("term"), where))
+            false_friends[key] = tuple(phrase(c, where) for c in item.get("context", []))
+        return cls(
+            labels=labels,
+            terms=tuple(terms),
+            emoji=emoji,
+            intents=intents,
+            urgent=urgent,
+            false_friends=false_friends,
+        )
+
+
+def _find(words: list[str], phrase: tuple[str, ...]) -> bool:
+    n = len(phrase)
+    if n == 1:
+        return phrase[0] in words
+    return any(tuple(words[i : i + n]) == phrase for i in range(len(words) - n + 1))
+
+
+def guess_language(words: Iterable[str], default: str) -> str:
+    counts = {lang: 0 for lang in _LANGUAGE_MARKERS}
+    for word in words:
+        for lang, markers in _LANGUAGE_MARKERS.items():
+            if word in markers:
+                counts[lang] += 1
+    best = max(counts, key=lambda lang: counts[lang])
+    return best if counts[best] > 0 else default
+
+
+class Detector:
+    """Scores a message; ``flagged`` when the score reaches the threshold or it is urgent."""
+
+    def __init__(self, lexicon: Lexicon, *, threshold: float, default_language: str) -> None:
+        self.lexicon = lexicon
+        self.threshold = threshold
+        self.default_language = default_language
+
+    def detect(self, text: str) -> Detection:
+        words = normalise(text)
+        language = guess_language(words, self.default_language)
+        reasons: list[Reason] = []
+        found: dict[str, float] = {}
+
+        for term in self.lexicon.terms:
+            if not _find(words, term.words):
+                continue
+            term_text = " ".join(term.words)
+            context = self.lexicon.false_friends.get(term_text, ())
+            hit = next((c for c in context if _find(words, c)), None)
+            label = self.lexicon.labels[term.substance]
+            if hit is not None:
+                reasons.append(
+                    Reason("context", term_text, f"not counted: next to '{' '.join(hit)}'", 0.0)
+                )
+                continue
+            weight = STRONG_WEIGHT if term.strong else WEAK_WEIGHT
+            if found.get(term.substance, 0.0) >= weight:
+                continue
+            found[term.substance] = weight
+            reasons.append(Reason("substance", term_text, label, weight))
+
+        for symbol, substance in self.lexicon.emoji.items():
+            if symbol in text and substance not in found:
+                found[substance] = WEAK_WEIGHT
+                label = self.lexicon.labels[substance]
+                reasons.append(Reason("substance", symbol, f"emoji for {label}", WEAK_WEIGHT))
+
+        # Alcohol only matters next to another substance.
+        others = [s for s in found if s != "alcohol"]
+        substance_score = max((found[s] for s in others), default=0.0)
+        if others and len(found) > 1:
+            substance_score += COMBINATION_WEIGHT
+            combo = " + ".join(self.lexicon.labels[s] for s in found)
+            reasons.append(Reason("intent", "combination", combo, COMBINATION_WEIGHT))
+        # Weak terms add up: two ambiguous mentions are worth one clear one.
+        weak_total = sum(w for s, w in found.items() if s != "alcohol" and w < STRONG_WEIGHT)
+        substance_score = max(substance_score, min(weak_total, STRONG_WEIGHT))
+
+        score = substance_score
+        if substance_score > 0:
+            for intent in self.lexicon.intents:
+                if _find(words, intent):
+                    score += INTENT_WEIGHT
+                    reasons.append(Reason("intent", " ".join(intent), "question", INTENT_WEIGHT))
+                    break
+
+        urgent = False
+        for phrase in self.lexicon.urgent:
+            if not _find(words, phrase):
+                continue
+            phrase_text = " ".join(phrase)
+            context = self.lexicon.false_friends.get(phrase_text, ())
+            if any(_find(words, c) for c in context):
+                continue
+            urgent = True
+            reasons.append(Reason("urgent", phrase_text, "someone may be in danger", URGENT_SCORE))
+            break
+        if urgent:
+            score = max(score, URGENT_SCORE)
+
+        score = round(min(score, 1.0), 3)
+        return Detection(
+            flagged=urgent or score >= self.threshold,
+            urgent=urgent,
+            score=score,
+            reasons=tuple(reasons),
+            language=language,
+            substances=tuple(found) if others else (),
+        )

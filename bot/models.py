@@ -1,0 +1,231 @@
+"""Domain objects: frozen, typed dataclasses passed between the parts of the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Role(StrEnum):
+    VOLUNTEER = "volunteer"
+    EXPERT = "expert"
+    COORDINATOR = "coordinator"
+
+
+class CaseStatus(StrEnum):
+    OPEN = "open"
+    ANSWERED = "answered"
+    DISMISSED = "dismissed"
+
+
+class Visibility(StrEnum):
+    PUBLIC = "public"  # a reply to the original message, in the channel
+    PRIVATE = "private"  # a direct message to the author
+
+
+class ReplyStatus(StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ChannelRef:
+    """A chat on a platform, as an adapter knows it."""
+
+    platform: str
+    chat_id: str
+    title: str
+    kind: str = "group"  # group | direct
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    """One chat message as an adapter hands it to the pipeline. Text is untrusted."""
+
+    channel: ChannelRef
+    message_id: str
+    author_id: str
+    author_name: str
+    text: str
+    sent_at: datetime
+    reply_to_message_id: str | None = None
+
+
+@dataclass(frozen=True)
+class OptIn:
+    """A channel admin asked the bot to watch a channel."""
+
+    channel: ChannelRef
+    admin_id: str
+    admin_name: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why the detector flagged a message, shown to volunteers."""
+
+    kind: str  # substance | urgent | intent | context
+    term: str
+    detail: str
+    weight: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "term": self.term, "detail": self.detail, "weight": self.weight}
+
+
+@dataclass(frozen=True)
+class Detection:
+    flagged: bool
+    urgent: bool
+    score: float
+    reasons: tuple[Reason, ...]
+    language: str
+    substances: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Channel:
+    id: int
+    platform: str
+    chat_id: str
+    title: str
+    kind: str
+    language: str | None
+    opted_in: bool
+    consent_by: str | None
+    consent_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    id: int
+    channel_id: int
+    platform_message_id: str
+    author: str  # pseudonym
+    author_name: str
+    text: str
+    sent_at: datetime
+    reply_to_message_id: str | None
+    case_id: int | None
+    flagged: bool
+    urgent: bool
+    score: float
+    reasons: tuple[Reason, ...]
+    language: str | None
+    substances: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    entry_id: str
+    topic: str
+    rank: int
+    score: float
+    why: tuple[str, ...]
+    status: str
+    question: str
+    answer: str
+    language: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    id: int
+    case_id: int
+    text: str
+    visibility: Visibility
+    status: ReplyStatus
+    written_by: int
+    approved_by: int
+    approved_by_name: str
+    created_at: datetime
+    sent_at: datetime | None
+    platform_message_id: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Case:
+    id: int
+    channel_id: int
+    channel_title: str
+    platform: str
+    author: str
+    status: CaseStatus
+    urgent: bool
+    score: float
+    language: str | None
+    created_at: datetime
+    updated_at: datetime
+    claimed_by: int | None
+    claimed_by_name: str | None
+    first_message_id: int
+    excerpt: str
+    reasons: tuple[Reason, ...]
+    substances: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CaseDetail:
+    case: Case
+    messages: tuple[StoredMessage, ...]  # the case's own messages and their context
+    suggestions: tuple[Suggestion, ...]
+    replies: tuple[Reply, ...]
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    username: str
+    role: Role
+    trained: bool
+    active: bool
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """What the outbox asks an adapter to deliver. ``key`` makes a retry recognisable."""
+
+    key: str
+    channel: ChannelRef
+    text: str
+    visibility: Visibility
+    reply_to_message_id: str | None = None
+    recipient_id: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    reply_id: int | None
+    channel_id: int
+    text: str
+    visibility: Visibility
+    reply_to_message_id: str | None
+    attempts: int
+    status: OutboxStatus
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened, for listeners such as the live queue."""
+
+    name: str
+    data: dict[str, Any] = field(default_factory=dict)
+    at: datetime = field(default_factory=utcnow)

@@ -1,0 +1,132 @@
+"""The outbox worker: delivers approved replies and fixed notices, once, whatever happens.
+
+Rows are written in the same transaction as the approval. The worker leases due rows,
+hands them to the platform's adapter, and marks them sent with the platform's message id.
+Outages and rate limits are retried until the platform is back; a delivery whose worker
+died mid-way is retried when its lease runs out, under the same key so that an adapter
+able to recognise a repeat does not post twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+
+from bot.adapter import Adapter, PermanentDeliveryError, PlatformUnavailable, RateLimited
+from bot.models import OutgoingMessage, Visibility, utcnow
+from bot.settings import OutboxSettings
+from bot.store import Delivery, Store
+
+logger = logging.getLogger(__name__)
+
+MAX_BACKOFF_SECONDS = 600.0
+
+
+class OutboxWorker:
+    def __init__(
+        self,
+        store: Store,
+        adapters: Mapping[str, Adapter],
+        settings: OutboxSettings,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.adapters = adapters
+        self.settings = settings
+        self.clock = clock
+        self.wakeup = asyncio.Event()
+
+    def _backoff(self, attempts: int) -> float:
+        return float(
+            min(self.settings.retry_seconds * 2 ** max(attempts - 1, 0), MAX_BACKOFF_SECONDS)
+        )
+
+    async def run_once(self) -> int:
+        """Deliver what is due now. Returns how many deliveries were attempted."""
+        deliveries = await self.store.claim_deliveries(
+            now=self.clock(), lease=timedelta(seconds=self.settings.lease_seconds)
+        )
+        for delivery in deliveries:
+            await self._deliver(delivery)
+        return len(deliveries)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until ``stop`` is set; :attr:`wakeup` skips the wait after an approval."""
+        while not stop.is_set():
+            try:
+                attempted = await self.run_once()
+            except Exception:  # the store is down: keep the worker alive and try again
+                logger.exception("outbox pass failed")
+                attempted = 0
+            if attempted:
+                continue
+            self.wakeup.clear()
+            waits = [asyncio.create_task(stop.wait()), asyncio.create_task(self.wakeup.wait())]
+            _, pending = await asyncio.wait(
+                waits, timeout=self.settings.poll_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in pending:
+                task.cancel()
+
+    async def _deliver(self, delivery: Delivery) -> None:
+        item = delivery.item
+        adapter = self.adapters.get(delivery.channel.platform)
+        now = self.clock()
+        if adapter is None:
+            error = f"no running adapter for platform {delivery.channel.platform!r}"
+            await self.store.mark_retry(
+                item.id, error=error, next_attempt_at=now + timedelta(seconds=self._backoff(1))
+            )
+            return
+        if item.visibility is Visibility.PRIVATE and (
+            delivery.recipient is None or not adapter.can_send_private()
+        ):
+            await self.store.mark_failed(
+                item.id, error="this person cannot be messaged privately on this platform"
+            )
+            return
+        message = OutgoingMessage(
+            key=f"outbox-{item.id}",
+            channel=delivery.channel,
+            text=item.text,
+            visibility=item.visibility,
+            reply_to_message_id=item.reply_to_message_id,
+            recipient_id=delivery.recipient,
+        )
+        try:
+            platform_id = await adapter.send(message)
+        except RateLimited as exc:
+            logger.warning("outbox %s rate limited for %.1fs", item.id, exc.retry_after)
+            await self.store.mark_retry(
+                item.id,
+                error=f"rate limited: {exc}",
+                next_attempt_at=now + timedelta(seconds=exc.retry_after),
+            )
+        except PlatformUnavailable as exc:
+            delay = self._backoff(item.attempts)
+            logger.warning("outbox %s: platform unavailable, retry in %.0fs", item.id, delay)
+            await self.store.mark_retry(
+                item.id,
+                error=f"platform unavailable: {exc}",
+                next_attempt_at=now + timedelta(seconds=delay),
+            )
+        except PermanentDeliveryError as exc:
+            logger.error("outbox %s cannot be delivered: %s", item.id, exc)
+            await self.store.mark_failed(item.id, error=str(exc))
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if item.attempts >= self.settings.max_attempts:
+                logger.exception("outbox %s failed for good", item.id)
+                await self.store.mark_failed(item.id, error=error)
+            else:
+                logger.exception("outbox %s failed, will retry", item.id)
+                await self.store.mark_retry(
+                    item.id,
+                    error=error,
+                    next_attempt_at=now + timedelta(seconds=self._backoff(item.attempts)),
+                )
+        else:
+            await self.store.mark_sent(item.id, platform_message_id=platform_id, at=self.clock())

@@ -1,0 +1,432 @@
+"""Every setting peerdesk reads, declared once as data.
+
+Each section is a frozen dataclass whose fields carry their help text and limits in
+``metadata``; ``config.example.toml`` and the docs are checked against these
+declarations by the test suite. Precedence: environment, then file, then default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+ENV_PREFIX = "PEERDESK_"
+DEFAULT_CONFIG_NAME = "peerdesk.toml"
+LANGUAGES = ("nl", "fr", "en")
+FAQ_STATUSES = ("draft", "in_review", "published", "expired")
+
+
+class ConfigError(Exception):
+    """A configuration file or value is unusable; the message names where and why."""
+
+
+class Secret:
+    """A string that never shows itself in a repr, a log line or a traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+T = TypeVar("T")
+
+
+def setting(
+    default: T,
+    help: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: tuple[str, ...] = (),
+    check: Callable[[Any], str | None] | None = None,
+) -> T:
+    """Declare one setting: its default, its help text and the limits it must respect."""
+    metadata = {
+        "help": help,
+        "minimum": minimum,
+        "maximum": maximum,
+        "choices": choices,
+        "check": check,
+    }
+    return field(default=default, metadata=metadata)
+
+
+def _check_database_url(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    if value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        return None
+    return "expected a URL starting with sqlite+aiosqlite:// or postgresql+asyncpg://"
+
+
+@dataclass(frozen=True)
+class GeneralSettings:
+    default_language: str = setting(
+        "en",
+        "Language of the bot's fixed notices when a channel has none set (nl, fr or en).",
+        choices=LANGUAGES,
+    )
+    log_level: str = setting(
+        "INFO",
+        "Logging level: DEBUG, INFO, WARNING or ERROR.",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+    )
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = setting(
+        "sqlite+aiosqlite:///peerdesk.db",
+        "SQLAlchemy URL of the store. SQLite (one file, relative paths from the working "
+        "directory) or postgresql+asyncpg://user:password@host/dbname.",
+        check=_check_database_url,
+    )
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    host: str = setting("127.0.0.1", "Interface the web console listens on.")
+    port: int = setting(8080, "TCP port of the web console.", minimum=1, maximum=65535)
+    secret_key: Secret = setting(
+        Secret(""),
+        "Key that signs session cookies. Empty: one is generated at first start and kept "
+        "in the database. Set it (PEERDESK_CONSOLE_SECRET_KEY) when several instances "
+        "share a database.",
+    )
+    session_hours: int = setting(
+        12, "Hours a console login stays valid.", minimum=1, maximum=24 * 30
+    )
+    cookie_secure: bool = setting(
+        False, "Mark the session cookie Secure (set to true behind HTTPS)."
+    )
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    pseudonym_key: Secret = setting(
+        Secret(""),
+        "Key of the keyed hash that replaces platform user ids. Empty: one is generated at "
+        "first start and kept in the database. Changing it breaks the link between a "
+        "person's old and new messages.",
+    )
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    threshold: float = setting(
+        0.5,
+        "Score from which a message is flagged for volunteers (0 to 1).",
+        minimum=0.0,
+        maximum=1.0,
+    )
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    case_window_minutes: int = setting(
+        60,
+        "A flagged message joins its author's open case in the same channel if that case "
+        "saw activity within this many minutes; otherwise it opens a new case.",
+        minimum=1,
+    )
+    context_messages: int = setting(
+        5, "Messages before a flagged one shown as its context.", minimum=0, maximum=50
+    )
+    suggestions: int = setting(3, "FAQ answers suggested for each case.", minimum=0, maximum=20)
+
+
+@dataclass(frozen=True)
+class KnowledgeBaseSettings:
+    content_dir: str = setting(
+        "",
+        "Folder of FAQ Markdown files that `peerdesk init` imports when the store has no "
+        "FAQ. Empty: the seed FAQ shipped in knowledge_base/content/.",
+    )
+    suggest_statuses: tuple[str, ...] = setting(
+        ("published",),
+        "FAQ statuses that may be suggested to volunteers. Add in_review only for pilots: "
+        "such suggestions are labelled as not yet vetted.",
+        choices=FAQ_STATUSES,
+    )
+
+
+@dataclass(frozen=True)
+class OutboxSettings:
+    poll_seconds: float = setting(
+        1.0, "How often the outbox worker looks for replies to deliver.", minimum=0.01
+    )
+    max_attempts: int = setting(
+        8,
+        "Attempts after unexpected errors before a reply is marked failed and shown to "
+        "volunteers. Outages and rate limits are retried until the platform is back.",
+        minimum=1,
+    )
+    retry_seconds: float = setting(
+        2.0,
+        "Wait before the first retry; it doubles each attempt (capped at 10 minutes).",
+        minimum=0.0,
+    )
+    lease_seconds: float = setting(
+        60.0,
+        "A delivery in progress for longer than this is presumed crashed and retried.",
+        minimum=1.0,
+    )
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    interval_seconds: float = setting(
+        1.5, "Pause between two scripted demo chat messages.", minimum=0.0
+    )
+    transcript_path: str = setting(
+        "peerdesk-demo.jsonl",
+        "File where the demo channel keeps its chat (what people said and what the bot "
+        "sent), so the demo continues after a restart.",
+    )
+    suggest_in_review: bool = setting(
+        True,
+        "In demo mode, also suggest FAQ entries still in review (the seed FAQ is), "
+        "labelled as such.",
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings, by section. Build with :func:`load_settings`."""
+
+    general: GeneralSettings = field(default_factory=GeneralSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    detection: DetectionSettings = field(default_factory=DetectionSettings)
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    knowledge_base: KnowledgeBaseSettings = field(default_factory=KnowledgeBaseSettings)
+    outbox: OutboxSettings = field(default_factory=OutboxSettings)
+    demo: DemoSettings = field(default_factory=DemoSettings)
+    source: str = field(default="defaults", compare=False)
+
+
+@dataclass(frozen=True)
+class SettingInfo:
+    """One declared setting, as the docs and the example file describe it."""
+
+    section: str
+    key: str
+    default: Any
+    help: str
+    type_name: str
+    metadata: Mapping[str, Any]
+
+    @property
+    def name(self) -> str:
+        return f"{self.section}.{self.key}"
+
+    @property
+    def env(self) -> str:
+        return f"{ENV_PREFIX}{self.section}_{self.key}".upper()
+
+
+def _section_classes() -> dict[str, type]:
+    out: dict[str, type] = {}
+    for f in dataclasses.fields(Settings):
+        if f.name == "source":
+            continue
+        factory = f.default_factory
+        assert isinstance(factory, type)
+        out[f.name] = factory
+    return out
+
+
+def _type_name(f: dataclasses.Field[Any]) -> str:
+    return str(f.type)
+
+
+def declared_settings() -> list[SettingInfo]:
+    """Every setting in declaration order."""
+    infos: list[SettingInfo] = []
+    for section, cls in _section_classes().items():
+        for f in dataclasses.fields(cls):
+            infos.append(
+                SettingInfo(
+                    section=section,
+                    key=f.name,
+                    default=f.default,
+                    help=f.metadata["help"],
+                    type_name=_type_name(f),
+                    metadata=f.metadata,
+                )
+            )
+    return infos
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(info: SettingInfo, raw: Any, *, from_env: bool) -> Any:
+    """Turn a raw file or environment value into the setting's type, or raise ValueError."""
+    kind = info.type_name
+    if kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        if from_env and isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+            return raw.strip().lower() in _TRUE
+        raise ValueError(f"expected true or false, got {raw!r}")
+    if kind == "int":
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            value: Any = raw
+        elif from_env and isinstance(raw, str):
+            try:
+                value = int(raw.strip())
+            except ValueError:
+                raise ValueError(f"expected a whole number, got {raw!r}") from None
+        else:
+            raise ValueError(f"expected a whole number, got {raw!r}")
+    elif kind == "float":
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
+            value = float(raw)
+        elif from_env and isinstance(raw, str):
+            try:
+                value = float(raw.strip())
+            except ValueError:
+                raise ValueError(f"expected a number, got {raw!r}") from None
+        else:
+            raise ValueError(f"expected a number, got {raw!r}")
+    elif kind == "str":
+        if not isinstance(raw, str):
+            raise ValueError(f"expected a text value in quotes, got {raw!r}")
+        value = raw
+    elif kind == "Secret":
+        if not isinstance(raw, str):
+            raise ValueError("expected a text value in quotes")
+        return Secret(raw)
+    elif kind == "tuple[str, ...]":
+        if from_env and isinstance(raw, str):
+            raw = [part.strip() for part in raw.split(",") if part.strip()]
+        if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+            raise ValueError(f"expected a list of text values, got {raw!r}")
+        value = tuple(raw)
+    else:  # pragma: no cover - a declaration error, caught by the tests
+        raise TypeError(f"unsupported setting type {kind} for {info.name}")
+
+    meta = info.metadata
+    if meta["minimum"] is not None and value < meta["minimum"]:
+        raise ValueError(f"must be at least {meta['minimum']}, got {value!r}")
+    if meta["maximum"] is not None and value > meta["maximum"]:
+        raise ValueError(f"must be at most {meta['maximum']}, got {value!r}")
+    if meta["choices"]:
+        items = value if isinstance(value, tuple) else (value,)
+        for item in items:
+            if item not in meta["choices"]:
+                allowed = ", ".join(meta["choices"])
+                raise ValueError(f"{item!r} is not one of: {allowed}")
+    if meta["check"] is not None:
+        problem = meta["check"](value)
+        if problem:
+            raise ValueError(f"{problem}, got {value!r}")
+    return value
+
+
+def resolve_config_path(explicit: str | None, environ: Mapping[str, str], cwd: Path) -> Path | None:
+    """Which config file to read: --config, then PEERDESK_CONFIG, then ./peerdesk.toml."""
+    chosen = explicit or environ.get(f"{ENV_PREFIX}CONFIG")
+    if chosen:
+        path = Path(chosen)
+        if not path.is_file():
+            raise ConfigError(f"{path}: configuration file not found")
+        return path
+    default = cwd / DEFAULT_CONFIG_NAME
+    return default if default.is_file() else None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration file: {exc.strerror}") from exc
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: configuration file is not valid UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def load_settings(
+    config: str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Read settings from the environment, the config file and the defaults, in that order.
+
+    Raises :class:`ConfigError` naming the file (or environment variable), the key and
+    what is wrong, so startup stops with a message an operator can act on.
+    """
+    env = dict(os.environ if environ is None else environ)
+    path = resolve_config_path(config, env, cwd or Path.cwd())
+    data = _read_toml(path) if path else {}
+    where = str(path) if path else "defaults"
+
+    infos = declared_settings()
+    by_section: dict[str, dict[str, SettingInfo]] = {}
+    for info in infos:
+        by_section.setdefault(info.section, {})[info.key] = info
+
+    values: dict[str, dict[str, Any]] = {section: {} for section in by_section}
+    for section, table in data.items():
+        if section not in by_section:
+            raise ConfigError(
+                f"{where}: [{section}]: unknown section{_suggest(section, list(by_section))}"
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: {section}: expected a [{section}] table")
+        for key, raw in table.items():
+            known = by_section[section]
+            if key not in known:
+                raise ConfigError(
+                    f"{where}: {section}.{key}: unknown setting{_suggest(key, list(known))}"
+                )
+            try:
+                values[section][key] = _coerce(known[key], raw, from_env=False)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {section}.{key}: {exc}") from None
+
+    for info in infos:
+        if info.env in env:
+            try:
+                values[info.section][info.key] = _coerce(info, env[info.env], from_env=True)
+            except ValueError as exc:
+                raise ConfigError(f"environment variable {info.env}: {info.name}: {exc}") from None
+
+    sections = {name: cls(**values[name]) for name, cls in _section_classes().items()}
+    return Settings(**sections, source=where)
