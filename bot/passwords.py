@@ -14,7 +14,7 @@ _hasher = PasswordHasher()
 # unknown and known usernames.
 _DUMMY_HASH = _hasher.hash("peerdesk-dummy-password")
 
-MIN_PASSWORD_LENGTH = 4
+MIN_PASSWORD_LENGTH = 8
 
 
 def hash_password(password: str) -> str:

@@ -331,11 +331,7 @@ class Store:
             if row is None:
                 result = await conn.execute(
                     t.channels.insert().values(
-                        platform=ref.platform,
-                        chat_id=ref.chat_id,
-                        language=ref.language,
-                        created_at=at,
-                        **values,
+                        platform=ref.platform, chat_id=ref.chat_id, created_at=at, **values
                     )
                 )
                 channel_id = result.inserted_primary_key[0]  # type: ignore[index]

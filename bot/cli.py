@@ -1,0 +1,365 @@
+"""The `peerdesk` command line. The composition root: the one place bot meets console."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
+
+from bot import migrate
+from bot.detector import Detector, Lexicon
+from bot.faq import FAQ
+from bot.models import Role
+from bot.passwords import MIN_PASSWORD_LENGTH, hash_password, new_token, token_hash
+from bot.runner import DEMO_PASSWORD, DEMO_USERNAME, StartupError, run
+from bot.runtime import open_store, seed_faq, suggest_statuses
+from bot.settings import FAQ_STATUSES, ConfigError, Settings, load_settings
+from bot.store import Store, StoreError
+from knowledge_base import EntryError
+
+logger = logging.getLogger("peerdesk")
+
+
+class UsageError(Exception):
+    """Bad command-line input; printed without a traceback."""
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="settings file (default: $PEERDESK_CONFIG, else ./peerdesk.toml if present)",
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="peerdesk",
+        description="Peer harm-reduction outreach: bots surface drug-related chat messages "
+        "to trained volunteers, who answer from a vetted FAQ.",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", parents=[common], help="run bots, outbox and console")
+    p.add_argument("--demo", action="store_true", help="scripted demo channel and demo login")
+    p.add_argument("--host", help="console interface (default: console.host)")
+    p.add_argument("--port", type=int, help="console port (default: console.port)")
+
+    sub.add_parser("init", parents=[common], help="create or upgrade the store, import seed FAQ")
+    sub.add_parser("migrate", parents=[common], help="apply pending database migrations")
+
+    user = sub.add_parser("user", parents=[common], help="manage console accounts")
+    user_sub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    add = user_sub.add_parser("add", parents=[common], help="create an account")
+    add.add_argument("username")
+    add.add_argument("--role", choices=[r.value for r in Role], default=Role.VOLUNTEER.value)
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    add.add_argument(
+        "--untrained", action="store_true", help="volunteer not yet trained (cannot claim cases)"
+    )
+    tok = user_sub.add_parser("token", parents=[common], help="print a new API bearer token")
+    tok.add_argument("username")
+
+    sub.add_parser(
+        "detect", parents=[common], help='JSONL {"id", "text"} on stdin -> detections on stdout'
+    )
+
+    kb = sub.add_parser("kb", parents=[common], help="the FAQ")
+    kb_sub = kb.add_subparsers(dest="kb_command", required=True, metavar="ACTION")
+    imp = kb_sub.add_parser("import", parents=[common], help="import FAQ Markdown files")
+    imp.add_argument("folder", nargs="?", help="default: knowledge_base.content_dir or the seed")
+    search = kb_sub.add_parser("search", parents=[common], help="search the FAQ")
+    search.add_argument("query", nargs="?", help="a query (or --jsonl to read many)")
+    search.add_argument("--jsonl", action="store_true", help='read {"id", "query"} lines')
+    search.add_argument("--top", type=int, default=3, help="results per query (default 3)")
+    search.add_argument("--lang", choices=["nl", "fr", "en"], help="language of the answers")
+    search.add_argument(
+        "--status", help="comma list of FAQ statuses (default: knowledge_base.suggest_statuses)"
+    )
+    return parser
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+async def cmd_run(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    from console.app import create_app  # the console is composed in here, and only here
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    def ready(url: str) -> None:
+        print(f"peerdesk is running: {url}", file=out)
+        if args.demo:
+            print(
+                f"demo mode: log in as {DEMO_USERNAME} / {DEMO_PASSWORD} "
+                "(a coordinator account that exists only in demo mode)",
+                file=out,
+            )
+        print("press Ctrl-C to stop", file=out, flush=True)
+
+    try:
+        await run(
+            settings,
+            app_factory=create_app,
+            stop=stop,
+            demo=args.demo,
+            host=args.host,
+            port=args.port,
+            on_ready=ready,
+        )
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    print("peerdesk stopped", file=out, flush=True)
+    return 0
+
+
+async def _with_store(settings: Settings, body: Callable[[Store], Coroutine[Any, Any, int]]) -> int:
+    store = await open_store(settings)
+    try:
+        return await body(store)
+    finally:
+        await store.close()
+
+
+async def cmd_init(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    async def body(store: Store) -> int:
+        await store.get_or_create_secret("console_session")
+        await store.get_or_create_secret("pseudonym")
+        faq = FAQ(store, suggest_statuses=suggest_statuses(settings, demo=False))
+        imported = await seed_faq(faq, settings)
+        revision = await migrate.current_revision(store.engine)
+        print(
+            f"store ready at schema {revision} ({settings.database.url.split('://')[0]})", file=out
+        )
+        if imported:
+            print(f"imported {imported} FAQ entries", file=out)
+        else:
+            print(
+                f"FAQ already holds {await store.faq_count()} entries; nothing imported", file=out
+            )
+        return 0
+
+    return await _with_store(settings, body)
+
+
+async def cmd_migrate(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    async def body(store: Store) -> int:
+        print(f"schema at {await migrate.current_revision(store.engine)}", file=out)
+        return 0
+
+    return await _with_store(settings, body)
+
+
+def _read_password(args: argparse.Namespace, stdin: TextIO) -> str:
+    if args.password_stdin:
+        password = stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise UsageError("the two passwords differ")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise UsageError(f"the password needs at least {MIN_PASSWORD_LENGTH} characters")
+    return password
+
+
+async def cmd_user(settings: Settings, args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
+    if args.user_command == "add":
+        password = _read_password(args, stdin)
+
+        async def add(store: Store) -> int:
+            user = await store.add_user(
+                args.username, hash_password(password), Role(args.role), trained=not args.untrained
+            )
+            print(f"created {user.role.value} {user.username!r} (id {user.id})", file=out)
+            return 0
+
+        return await _with_store(settings, add)
+
+    async def token(store: Store) -> int:
+        found = await store.user_credentials(args.username)
+        if found is None:
+            raise UsageError(f"no user named {args.username!r}")
+        value = new_token()
+        await store.add_token(found[0].id, token_hash(value))
+        print(value, file=out)
+        return 0
+
+    return await _with_store(settings, token)
+
+
+def _jsonl(
+    stdin: TextIO, out: TextIO, err: TextIO, handle: Callable[[dict[str, Any]], dict[str, Any]]
+) -> int:
+    """Apply ``handle`` to each JSON object line; bad lines get an error line, not a crash."""
+    bad = 0
+    for number, raw in enumerate(stdin, start=1):
+        if not raw.strip():
+            continue
+        item: Any = None
+        try:
+            item = json.loads(raw)
+            if not isinstance(item, dict):
+                raise ValueError("expected a JSON object")
+            result = handle(item)
+        except (ValueError, KeyError, TypeError) as exc:
+            bad += 1
+            problem = str(exc) if not isinstance(exc, KeyError) else f"missing field {exc}"
+            print(f"peerdesk: line {number}: {problem}", file=err)
+            item_id = item.get("id") if isinstance(item, dict) else None
+            result = {"id": item_id, "error": problem}
+        print(json.dumps(result, ensure_ascii=False), file=out, flush=True)
+    return 1 if bad else 0
+
+
+async def cmd_detect(
+    settings: Settings, args: argparse.Namespace, out: TextIO, stdin: TextIO, err: TextIO
+) -> int:
+    detector = Detector(
+        Lexicon.load(),
+        threshold=settings.detection.threshold,
+        default_language=settings.general.default_language,
+    )
+
+    def handle(item: dict[str, Any]) -> dict[str, Any]:
+        text = item["text"]
+        if not isinstance(text, str):
+            raise ValueError("text must be a string")
+        d = detector.detect(text)
+        return {
+            "id": item.get("id"),
+            "flagged": d.flagged,
+            "urgent": d.urgent,
+            "score": d.score,
+            "reasons": [r.as_dict() for r in d.reasons],
+            "language": d.language,
+        }
+
+    return _jsonl(stdin, out, err, handle)
+
+
+def _statuses(raw: str | None, settings: Settings) -> tuple[str, ...]:
+    if raw is None:
+        return tuple(settings.knowledge_base.suggest_statuses)
+    chosen = tuple(s.strip() for s in raw.split(",") if s.strip())
+    unknown = [s for s in chosen if s not in FAQ_STATUSES]
+    if unknown or not chosen:
+        raise UsageError(f"--status takes a comma list of: {', '.join(FAQ_STATUSES)}")
+    return chosen
+
+
+async def cmd_kb(
+    settings: Settings, args: argparse.Namespace, out: TextIO, stdin: TextIO, err: TextIO
+) -> int:
+    if args.kb_command == "import":
+        folder = Path(args.folder) if args.folder else None
+
+        async def do_import(store: Store) -> int:
+            faq = FAQ(store, suggest_statuses=settings.knowledge_base.suggest_statuses)
+            count = await faq.import_dir(folder, author="kb import")
+            print(f"imported {count} FAQ entries", file=out)
+            return 0
+
+        return await _with_store(settings, do_import)
+
+    statuses = _statuses(args.status, settings)
+    if args.top < 1:
+        raise UsageError("--top must be at least 1")
+    if not args.jsonl and not args.query:
+        raise UsageError("give a query, or --jsonl to read queries from stdin")
+
+    async def do_search(store: Store) -> int:
+        faq = FAQ(store, suggest_statuses=statuses)
+        await seed_faq(faq, settings)
+        await faq.refresh()
+
+        def handle(item: dict[str, Any]) -> dict[str, Any]:
+            query = item["query"]
+            if not isinstance(query, str):
+                raise ValueError("query must be a string")
+            hits = faq.search(query, top=args.top, language=args.lang)
+            return {
+                "id": item.get("id"),
+                "results": [
+                    {"entry_id": h.entry.id, "topic": h.entry.topic, "score": h.score} for h in hits
+                ],
+            }
+
+        if args.jsonl:
+            return _jsonl(stdin, out, err, handle)
+        for hit in faq.search(args.query, top=args.top, language=args.lang):
+            print(
+                f"{hit.score:8.3f}  {hit.entry.id:28}  {hit.entry.status:10}  {', '.join(hit.why)}",
+                file=out,
+            )
+        return 0
+
+    return await _with_store(settings, do_search)
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    stdin = stdin or sys.stdin
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(getattr(args, "config", None))
+    except ConfigError as exc:
+        print(f"peerdesk: configuration error: {exc}", file=err)
+        return 2
+    logging.basicConfig(
+        level=settings.general.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=err,
+    )
+    commands: dict[str, Callable[[], Coroutine[Any, Any, int]]] = {
+        "run": lambda: cmd_run(settings, args, out),
+        "init": lambda: cmd_init(settings, args, out),
+        "migrate": lambda: cmd_migrate(settings, args, out),
+        "user": lambda: cmd_user(settings, args, out, stdin),
+        "detect": lambda: cmd_detect(settings, args, out, stdin, err),
+        "kb": lambda: cmd_kb(settings, args, out, stdin, err),
+    }
+    try:
+        return asyncio.run(commands[args.command]())
+    except (UsageError, StoreError, StartupError, EntryError) as exc:
+        print(f"peerdesk: error: {exc}", file=err)
+        return 1
+    except OSError as exc:
+        print(f"peerdesk: error: {exc}", file=err)
+        return 1
+    except sa_exc.DBAPIError as exc:
+        where = make_url(settings.database.url).render_as_string(hide_password=True)
+        print(f"peerdesk: error: database {where}: {exc.orig}", file=err)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

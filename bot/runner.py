@@ -1,0 +1,132 @@
+"""`peerdesk run`: adapters, pipeline, outbox worker and console in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import uvicorn
+
+from bot.models import Role
+from bot.passwords import hash_password
+from bot.runtime import Runtime, build_runtime
+from bot.settings import Settings
+from bot.store import StoreError
+
+logger = logging.getLogger(__name__)
+
+DEMO_USERNAME = "demo"
+DEMO_PASSWORD = "demo"
+
+AppFactory = Callable[[Runtime], Any]
+
+
+class StartupError(Exception):
+    """peerdesk cannot start; the message says why in an operator's words."""
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the runner owns Ctrl-C."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Open the console's listening socket, or explain why it cannot be opened."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StartupError(f"console.host {host!r} is not a usable address: {exc}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+async def ensure_demo_user(rt: Runtime) -> None:
+    if await rt.store.user_credentials(DEMO_USERNAME) is None:
+        with contextlib.suppress(StoreError):  # created by a concurrent start
+            await rt.store.add_user(DEMO_USERNAME, hash_password(DEMO_PASSWORD), Role.COORDINATOR)
+
+
+async def run(
+    settings: Settings,
+    *,
+    app_factory: AppFactory,
+    stop: asyncio.Event,
+    demo: bool = False,
+    host: str | None = None,
+    port: int | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Run until ``stop`` is set, then shut every part down in reverse order."""
+    host = host or settings.console.host
+    port = settings.console.port if port is None else port
+    sock = bind(host, port)
+    try:
+        rt = await build_runtime(settings, demo=demo)
+    except BaseException:
+        sock.close()
+        raise
+    outbox_task: asyncio.Task[None] | None = None
+    server_task: asyncio.Task[None] | None = None
+    started: list[Any] = []
+    try:
+        if demo:
+            await ensure_demo_user(rt)
+        await rt.pipeline.recover()
+        for adapter in rt.adapters.values():
+            await adapter.start(rt.pipeline)
+            started.append(adapter)
+        outbox_task = asyncio.create_task(rt.outbox.run(stop), name="outbox")
+
+        config = uvicorn.Config(
+            app_factory(rt),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+        )
+        server = _Server(config)
+        server_task = asyncio.create_task(server.serve(sockets=[sock]), name="console")
+        while not server.started and not server_task.done():  # noqa: ASYNC110 (uvicorn has only a flag)
+            await asyncio.sleep(0.02)
+        if server_task.done():
+            server_task.result()
+            raise StartupError("the console stopped during startup")
+        bound_port = sock.getsockname()[1]
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        if on_ready is not None:
+            on_ready(f"http://{shown}:{bound_port}")
+        stop_wait = asyncio.create_task(stop.wait())
+        await asyncio.wait({stop_wait, server_task}, return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+        server.should_exit = True
+        stop.set()
+    finally:
+        stop.set()
+        if server_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await server_task
+        for adapter in reversed(started):
+            try:
+                await adapter.stop()
+            except Exception:
+                logger.exception("adapter %s did not stop cleanly", adapter.platform)
+        if outbox_task is not None:
+            await outbox_task
+        await rt.close()
+        sock.close()

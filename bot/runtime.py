@@ -1,0 +1,121 @@
+"""Everything a running peerdesk holds, built and closed in one place.
+
+The runner, the console and the CLI receive a :class:`Runtime` explicitly; nothing lives
+in module globals.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from bot.adapter import Adapter
+from bot.demo_adapter import DemoAdapter
+from bot.detector import Detector, Lexicon
+from bot.faq import FAQ
+from bot.models import utcnow
+from bot.outbox import OutboxWorker
+from bot.pipeline import Pipeline
+from bot.pseudonym import Pseudonymizer
+from bot.settings import Settings
+from bot.store import Store
+from prompts import Prompts
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    faq: FAQ
+    detector: Detector
+    pipeline: Pipeline
+    outbox: OutboxWorker
+    session_key: str
+    adapters: dict[str, Adapter] = field(default_factory=dict)
+    demo: DemoAdapter | None = None
+    started_at: datetime = field(default_factory=utcnow)
+
+    async def close(self) -> None:
+        await self.store.close()
+
+
+def suggest_statuses(settings: Settings, *, demo: bool) -> tuple[str, ...]:
+    statuses = tuple(settings.knowledge_base.suggest_statuses)
+    if demo and settings.demo.suggest_in_review and "in_review" not in statuses:
+        statuses += ("in_review",)
+    return statuses
+
+
+async def open_store(settings: Settings, *, migrate_schema: bool = True) -> Store:
+    store = Store(settings.database.url)
+    try:
+        await store.initialize(migrate_schema=migrate_schema)
+    except BaseException:
+        await store.close()
+        raise
+    return store
+
+
+async def seed_faq(faq: FAQ, settings: Settings) -> int:
+    """Import the configured FAQ folder when the store has no FAQ yet. Returns how many."""
+    if await faq.store.faq_count():
+        return 0
+    folder = (
+        Path(settings.knowledge_base.content_dir) if settings.knowledge_base.content_dir else None
+    )
+    return await faq.import_dir(folder, author="seed")
+
+
+async def build_runtime(settings: Settings, *, demo: bool = False) -> Runtime:
+    """Open the store (migrating it), load secrets, the FAQ and the detector."""
+    store = await open_store(settings)
+    try:
+        session_key = settings.console.secret_key.get() or await store.get_or_create_secret(
+            "console_session"
+        )
+        pseudonym_key = settings.privacy.pseudonym_key.get() or await store.get_or_create_secret(
+            "pseudonym"
+        )
+        faq = FAQ(store, suggest_statuses=suggest_statuses(settings, demo=demo))
+        await seed_faq(faq, settings)
+        await faq.refresh()
+        detector = Detector(
+            Lexicon.load(),
+            threshold=settings.detection.threshold,
+            default_language=settings.general.default_language,
+        )
+        pipeline = Pipeline(
+            store=store,
+            detector=detector,
+            faq=faq,
+            pseudonymize=Pseudonymizer(pseudonym_key),
+            prompts=Prompts(),
+            settings=settings,
+        )
+        adapters: dict[str, Adapter] = {}
+        demo_adapter = None
+        if demo:
+            demo_adapter = DemoAdapter(
+                transcript_path=Path(settings.demo.transcript_path),
+                interval_seconds=settings.demo.interval_seconds,
+            )
+            adapters[demo_adapter.platform] = demo_adapter
+        outbox = OutboxWorker(store, adapters, settings.outbox)
+    except BaseException:
+        await store.close()
+        raise
+    return Runtime(
+        settings=settings,
+        store=store,
+        faq=faq,
+        detector=detector,
+        pipeline=pipeline,
+        outbox=outbox,
+        session_key=session_key,
+        adapters=adapters,
+        demo=demo_adapter,
+    )

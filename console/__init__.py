@@ -1,0 +1,1 @@
+"""The web console: where volunteers, experts and coordinators work."""
