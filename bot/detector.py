@@ -31,7 +31,9 @@ _LEET = str.maketrans(
 )
 _URL = re.compile(r"https?://\S+|www\.\S+")
 _MENTION = re.compile(r"(?<!\w)@\w+")
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_WORD = re.compile(r"[a-z0-9]+")
+# Elisions and clitics carry no meaning here, and a lone "c" or "l" would be a false hit.
+_ELIDED = re.compile(r"\b(?:qu|[cjldsnmt])'|'(?:s|t|tje|tjes|je|jes|ll|re|ve|d|m)\b")
 _REPEATS = re.compile(r"([a-z])\1{2,}")
 
 _LANGUAGE_MARKERS: dict[str, frozenset[str]] = {
@@ -40,12 +42,12 @@ _LANGUAGE_MARKERS: dict[str, frozenset[str]] = {
         "wie kan mag moet ook naar zo gaan iemand heb weet waar wordt echt nu".split()
     ),
     "fr": frozenset(
-        "je tu le la les un une est pas c'est avec pour que qui quoi mon ma des et on ca "
-        "il elle vous nous sur dans au j'ai ce quelqu'un comment faut tres".split()
+        "je tu le la les un une est pas avec pour que qui quoi mon ma des et on ca "
+        "il elle vous nous sur dans au ai ce quelqu comment faut tres".split()
     ),
     "en": frozenset(
         "i you the a is not what how with for my it and are anyone do does have has this "
-        "that can should im i'm someone just got really of to".split()
+        "that can should im someone just got really of to".split()
     ),
 }
 
@@ -65,14 +67,15 @@ def normalise(text: str) -> list[str]:
     """The words of ``text`` as the lexicon sees them.
 
     URLs and @mentions are dropped (they are kept for display elsewhere), leetspeak is
-    undone inside words that mix letters and digits ("c0ke" but not "112"), runs of three
-    or more equal letters are shortened to two ("pilllen" -> "pillen"), and "3-mmc" style
-    hyphenation is joined.
+    undone inside words that mix letters and digits ("c0ke" but not "112" or "3mmc"),
+    runs of three or more equal letters are shortened to two ("pilllen" -> "pillen"), and
+    hyphens and apostrophes split words ("3-mmc" -> "3 mmc", "paddo's" -> "paddo s"); the
+    lexicon goes through the same steps, so its phrases meet the text halfway.
     """
     text = fold(text)
     text = _URL.sub(" ", text)
     text = _MENTION.sub(" ", text)
-    text = text.replace("’", "'")
+    text = _ELIDED.sub(" ", text.replace("’", "'"))
     words = []
     for raw in re.split(r"[^\w'@$]+", text):
         word = raw.strip("'_")

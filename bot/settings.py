@@ -80,7 +80,12 @@ def _check_database_url(value: Any) -> str | None:
         return None
     if value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         return None
-    return "expected a URL starting with sqlite+aiosqlite:// or postgresql+asyncpg://"
+    # The value itself is not repeated: a database URL may hold a password.
+    scheme = value.split("://", 1)[0] if "://" in value else "no scheme"
+    return (
+        "expected a URL starting with sqlite+aiosqlite:// or postgresql+asyncpg://, "
+        f"got {scheme}://…"
+    )
 
 
 @dataclass(frozen=True)
@@ -347,7 +352,7 @@ def _coerce(info: SettingInfo, raw: Any, *, from_env: bool) -> Any:
     if meta["check"] is not None:
         problem = meta["check"](value)
         if problem:
-            raise ValueError(f"{problem}, got {value!r}")
+            raise ValueError(problem)
     return value
 
 

@@ -19,7 +19,8 @@ import snowballstemmer
 from knowledge_base.entry import LANGUAGES, Entry
 
 _STEMMERS = {"nl": "dutch", "fr": "french", "en": "english"}
-_WORD = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+_WORD = re.compile(r"[a-z0-9]+")
+_NUMBER = re.compile(r"\d+")
 
 # Words too common to tell entries apart; kept short on purpose (slang must survive).
 STOPWORDS: dict[str, frozenset[str]] = {
@@ -48,7 +49,17 @@ def fold(text: str) -> str:
 
 
 def tokens(text: str) -> list[str]:
-    return _WORD.findall(fold(text))
+    """Words of ``text``; a number followed by a word also yields them joined, so that
+    "3-MMC", "3 mmc" and "3mmc" meet."""
+    words = _WORD.findall(fold(text))
+    out: list[str] = []
+    for i, word in enumerate(words):
+        out.append(word)
+        if _NUMBER.fullmatch(word) and i + 1 < len(words) and words[i + 1].isalpha():
+            out.append(word + words[i + 1])
+        elif word[0].isdigit() and not word.isdigit():
+            out.append(word.lstrip("0123456789"))
+    return out
 
 
 @dataclass(frozen=True)

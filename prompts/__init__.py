@@ -26,7 +26,8 @@ _DIR = Path(__file__).parent
 
 
 class Prompts:
-    """Renders the bot's fixed texts. Unknown names or languages are an error, not a guess."""
+    """Renders the bot's fixed texts. An unknown name is an error; an unknown language
+    falls back to English, which every deployment reads."""
 
     def __init__(self, directory: Path = _DIR) -> None:
         self._env = jinja2.Environment(

@@ -71,9 +71,7 @@ def test_missing_variable_is_an_error(prompts: Prompts, language: str) -> None:
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
-def test_dm_acknowledgement_mentions_the_emergency_number(
-    prompts: Prompts, language: str
-) -> None:
+def test_dm_acknowledgement_mentions_the_emergency_number(prompts: Prompts, language: str) -> None:
     text = prompts.render("dm_acknowledgement", language)
 
     assert "112" in text

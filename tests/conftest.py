@@ -1,0 +1,138 @@
+"""Shared fixtures: a guard against network access, settings, a migrated store on SQLite
+or PostgreSQL, and a runtime with the seed FAQ."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.runtime import Runtime, build_runtime
+from bot.settings import Settings, load_settings
+from bot.store import Store
+
+POSTGRES_ADMIN_DSN = os.environ.get(
+    "PEERDESK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+# -- no network ---------------------------------------------------------------------------
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _is_local(address: Any) -> bool:
+    if isinstance(address, str | bytes):  # AF_UNIX path
+        return True
+    host = address[0]
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _guarded_connect(self: socket.socket, address: Any) -> None:
+    if not _is_local(address):
+        raise OSError(f"tests may not reach the network (tried {address!r})")
+    _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: Any) -> int:
+    if not _is_local(address):
+        raise OSError(f"tests may not reach the network (tried {address!r})")
+    return _real_connect_ex(self, address)
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any connection to a non-loopback address fails the test."""
+    monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
+
+
+# -- databases ----------------------------------------------------------------------------
+
+
+async def _pg_admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _postgres_available() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, or a new PostgreSQL database per test."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'peerdesk.db'}"
+        return
+    if not _postgres_available():
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not running on 127.0.0.1:5432")
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    name = f"peerdesk_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    base = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def make_settings(tmp_path: Path, database_url: str, **env: str) -> Settings:
+    environ = {
+        "PEERDESK_DATABASE_URL": database_url,
+        "PEERDESK_DEMO_TRANSCRIPT_PATH": str(tmp_path / "demo.jsonl"),
+        "PEERDESK_DEMO_INTERVAL_SECONDS": "0.01",
+        "PEERDESK_OUTBOX_POLL_SECONDS": "0.05",
+        "PEERDESK_OUTBOX_RETRY_SECONDS": "0",
+        "PEERDESK_KNOWLEDGE_BASE_SUGGEST_STATUSES": "published,in_review",
+        **env,
+    }
+    return load_settings(None, environ=environ, cwd=tmp_path)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return make_settings(tmp_path, database_url)
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[Store]:
+    s = Store(settings.database.url)
+    await s.initialize()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    rt = await build_runtime(settings)
+    try:
+        yield rt
+    finally:
+        await rt.close()

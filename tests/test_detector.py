@@ -1,0 +1,494 @@
+"""Tests for bot.detector: normalisation, lexicon matching, false friends and urgency."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.detector import (
+    COMBINATION_WEIGHT,
+    STRONG_WEIGHT,
+    URGENT_SCORE,
+    WEAK_WEIGHT,
+    Detector,
+    Lexicon,
+    LexiconError,
+    fold,
+    guess_language,
+    normalise,
+)
+from bot.models import Reason
+
+
+@pytest.fixture(scope="module")
+def detector() -> Detector:
+    return Detector(Lexicon.load(), threshold=0.5, default_language="en")
+
+
+def miss(example: str, reason: str) -> object:
+    """An example the detector currently gets wrong (reported for a lexicon fix)."""
+    return pytest.param(example, marks=pytest.mark.xfail(strict=True, reason=reason))
+
+
+# --- normalisation ------------------------------------------------------------------------------
+
+
+def test_fold_lowercases_and_strips_accents() -> None:
+    assert fold("Kétamine ÉCSTASY Mélanger") == "ketamine ecstasy melanger"
+
+
+def test_normalise_strips_accents_and_case() -> None:
+    assert normalise("Kétamine et ÉCSTASY") == ["ketamine", "et", "ecstasy"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("c0ke", ["coke"]),
+        ("k3ta", ["keta"]),
+        ("p1llen", ["pillen"]),
+        ("XTC + c0ke", ["xtc", "coke"]),
+    ],
+)
+def test_normalise_undoes_leetspeak(text: str, expected: list[str]) -> None:
+    assert normalise(text) == expected
+
+
+def test_normalise_shortens_letter_repeats() -> None:
+    assert normalise("pilllen") == ["pillen"]
+    assert normalise("SPEEEEED!!!") == ["speed"]
+
+
+@pytest.mark.parametrize("text", ["112", "bel 112", "bus 112 naar huis"])
+def test_numbers_are_not_leet_changed(text: str) -> None:
+    assert "112" in normalise(text)
+
+
+def test_digits_then_letters_are_not_leet_changed() -> None:
+    assert normalise("3mmc 2cb") == ["3mmc", "2cb"]
+
+
+def test_normalise_drops_urls_and_mentions() -> None:
+    text = "kijk https://example.com/coke en www.xtc.nl of vraag @cokedealer hier"
+
+    assert normalise(text) == ["kijk", "en", "of", "vraag", "hier"]
+
+
+def test_normalise_splits_apostrophes_like_the_lexicon() -> None:
+    assert normalise("c’est l'alcool won't paddo's xtc'tje") == [
+        "est",
+        "alcool",
+        "won",
+        "paddo",
+        "xtc",
+    ]
+
+
+@pytest.mark.parametrize("text", ["3-mmc", "3mmc", "3 mmc", "3-MMC", "hoeveel 3-mmc kan je nemen"])
+def test_3mmc_spellings_are_cathinones(detector: Detector, text: str) -> None:
+    detection = detector.detect(text)
+
+    assert detection.flagged is True
+    assert detection.substances == ("cathinones",)
+
+
+# --- flagged examples ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # nl
+        "wie heeft er nog keta voor zaterdag",
+        "hoelang kan je xtc terugvinden in je pis?",
+        "mag je 2 pillen op 1 avond nemen?",
+        "is een half pilletje genoeg voor de eerste keer",
+        "Hoe lang blijft wiet in je bloed?",
+        "is lachgas slecht voor je?",
+        "wat is de beste manier om c0ke te testen",
+        "k-hole was intens gisteren",
+        "zijn paddo's legaal?",
+        miss(
+            "hoeveel ml G moet ik nemen",
+            "weak 'g' (0.25) + intent (0.2) = 0.45 stays under the 0.5 threshold",
+        ),
+        # fr
+        "c'est dangereux de mélanger la kéta et l'alcool ?",
+        "quelqu'un a de la coke pour ce soir",
+        "combien de temps la kéta reste dans le sang",
+        "Combien de temps dure une descente de MDMA ?",
+        "est-ce que la 3-MMC est addictive",
+        miss(
+            "c'est quoi la dose de md pour une première fois",
+            "weak 'md' (0.25) + one intent (0.2) = 0.45 stays under the 0.5 threshold",
+        ),
+        # en
+        "whippets r they safe?",
+        "can I mix mdma with my ssri",
+        "how much molly is too much",
+        "anyone tried 2c-b?",
+        "How long does ketamine stay in your system?",
+    ],
+)
+def test_drug_related_messages_are_flagged(detector: Detector, text: str) -> None:
+    detection = detector.detect(text)
+
+    assert detection.flagged is True
+    assert detection.score >= 0.5
+    assert detection.urgent is False
+    assert [r for r in detection.reasons if r.kind == "substance"] != []
+
+
+def test_flagged_message_reasons_and_score(detector: Detector) -> None:
+    detection = detector.detect("hoelang kan je xtc terugvinden in je pis?")
+
+    assert detection.reasons == (
+        Reason("substance", "xtc", "MDMA / XTC", STRONG_WEIGHT),
+        Reason("intent", "hoelang", "question", 0.2),
+    )
+    assert detection.score == 0.8
+    assert detection.substances == ("mdma",)
+
+
+def test_strong_term_alone_reaches_threshold(detector: Detector) -> None:
+    detection = detector.detect("wie heeft er nog keta voor zaterdag")
+
+    assert detection.score == STRONG_WEIGHT
+    assert detection.reasons == (Reason("substance", "keta", "Ketamine", STRONG_WEIGHT),)
+
+
+def test_detection_ignores_case(detector: Detector) -> None:
+    assert detector.detect("WIE HEEFT ER NOG KETA VOOR ZATERDAG") == detector.detect(
+        "wie heeft er nog keta voor zaterdag"
+    )
+
+
+def test_threshold_is_respected() -> None:
+    strict = Detector(Lexicon.load(), threshold=0.9, default_language="en")
+
+    detection = strict.detect("wie heeft er nog keta voor zaterdag")
+
+    assert detection.score == STRONG_WEIGHT
+    assert detection.flagged is False
+
+
+# --- false friends and everyday messages ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Ik drink een glas coke zero",
+        "ik ben mijn pil vergeten",
+        "geflitst met 70 km/u, speed camera",
+        "je pars en trip à Barcelone",
+        "ballonnen en slingers voor het verjaardagsfeest",
+        "lekker weer vandaag",
+        "wat een shit dag",
+        "we gaan op city trip naar Parijs",
+        "ik heb een crack in mijn scherm",
+        "mijn tante tina komt op bezoek",
+        "pep talk van de coach",
+        "I love my brown shoes",
+        "blow out the candles",
+        "holy shit that's a lot",
+        "ik eet champignons op pizza",
+        "on part en road trip cet été",
+        "de bus 112 komt niet",
+        "wat een speed op de snelweg",
+    ],
+)
+def test_everyday_messages_are_not_flagged(detector: Detector, text: str) -> None:
+    detection = detector.detect(text)
+
+    assert detection.flagged is False
+    assert detection.urgent is False
+    assert detection.score < 0.5
+
+
+@pytest.mark.parametrize(
+    ("text", "term", "context"),
+    [
+        ("Ik drink een glas coke zero", "coke", "zero"),
+        ("ik ben mijn pil vergeten", "pil", "vergeten"),
+        ("geflitst met 70 km/u, speed camera", "speed", "camera"),
+        ("ballonnen en slingers voor het verjaardagsfeest", "ballonnen", "slingers"),
+        ("holy shit that's a lot", "shit", "holy"),
+    ],
+)
+def test_false_friend_reports_the_context_reason(
+    detector: Detector, text: str, term: str, context: str
+) -> None:
+    detection = detector.detect(text)
+
+    assert detection.reasons == (Reason("context", term, f"not counted: next to '{context}'", 0.0),)
+    assert detection.score == 0.0
+    assert detection.substances == ()
+
+
+def test_false_friend_word_alone_still_counts(detector: Detector) -> None:
+    detection = detector.detect("coke")
+
+    assert detection.flagged is True
+    assert detection.substances == ("cocaine",)
+
+
+# --- urgency ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # nl
+        "mijn vriend wordt niet wakker na G",
+        "mijn vriend ademt niet meer",
+        "hij is in elkaar gezakt na de pillen",
+        "ze is flauwgevallen na een pil",
+        "hij heeft 112 gebeld",
+        "mijn vriendin reageert niet meer na xtc",
+        # fr
+        "ma pote respire plus après la k",
+        "ma copine s'est évanouie après un ballon",
+        "il a fait un malaise après la md",
+        "elle respire mal après la kéta",
+        # en
+        "my friend is unconscious after taking ket",
+        "my friend won't wake up after g",
+        "my friend won’t wake up after g",
+        "my mate took too many pills and is seizing",
+        "he's not responding after taking g",
+        "he can't breathe after the coke",
+    ],
+)
+def test_urgent_messages_are_flagged_urgent(detector: Detector, text: str) -> None:
+    detection = detector.detect(text)
+
+    assert detection.flagged is True
+    assert detection.urgent is True
+    assert detection.score >= URGENT_SCORE
+    assert [r.kind for r in detection.reasons].count("urgent") == 1
+
+
+def test_urgent_reason_names_the_phrase(detector: Detector) -> None:
+    detection = detector.detect("mijn vriend wordt niet wakker na G")
+
+    assert Reason("urgent", "wordt niet wakker", "someone may be in danger", URGENT_SCORE) in (
+        detection.reasons
+    )
+    assert detection.substances == ("ghb",)
+
+
+def test_urgent_without_substance_is_flagged_even_above_threshold() -> None:
+    strict = Detector(Lexicon.load(), threshold=1.0, default_language="en")
+
+    detection = strict.detect("mijn vriend ademt niet meer")
+
+    assert detection.flagged is True
+    assert detection.urgent is True
+    assert detection.score == URGENT_SCORE
+
+
+def test_urgent_false_friend_is_not_urgent(detector: Detector) -> None:
+    detection = detector.detect("neem bus 112 naar huis")
+
+    assert detection.urgent is False
+    assert detection.flagged is False
+
+
+# --- combinations and emoji ---------------------------------------------------------------------
+
+
+def test_two_substances_give_a_combination_reason(detector: Detector) -> None:
+    detection = detector.detect("coke met alcohol, is dat gevaarlijk?")
+
+    assert detection.reasons == (
+        Reason("substance", "coke", "Cocaine", STRONG_WEIGHT),
+        Reason("substance", "alcohol", "Alcohol", WEAK_WEIGHT),
+        Reason("intent", "combination", "Cocaine + Alcohol", COMBINATION_WEIGHT),
+        Reason("intent", "gevaarlijk", "question", 0.2),
+    )
+    assert detection.substances == ("cocaine", "alcohol")
+    assert detection.score == 0.95
+
+
+def test_alcohol_alone_is_not_flagged(detector: Detector) -> None:
+    detection = detector.detect("hoeveel bier kan ik drinken voor ik zat ben?")
+
+    assert detection.flagged is False
+    assert detection.substances == ()
+    assert [r.term for r in detection.reasons if r.kind == "intent"] == []
+
+
+def test_two_weak_terms_add_up(detector: Detector) -> None:
+    # "lijntje" (cocaine) and "pil" (mdma) are both weak.
+    detection = detector.detect("lijntje en een pil")
+
+    # The weak total (0.5) beats the best weak term plus the combination bonus (0.4).
+    assert detection.score == 2 * WEAK_WEIGHT
+    assert detection.flagged is True
+    assert detection.substances == ("mdma", "cocaine")
+
+
+def test_snowflake_emoji_counts_as_cocaine(detector: Detector) -> None:
+    detection = detector.detect("iemand ❄️ vanavond?")
+
+    assert detection.reasons == (Reason("substance", "❄", "emoji for Cocaine", WEAK_WEIGHT),)
+    assert detection.substances == ("cocaine",)
+    assert detection.score == WEAK_WEIGHT
+
+
+def test_emoji_does_not_double_count_a_named_substance(detector: Detector) -> None:
+    detection = detector.detect("coke ❄️")
+
+    assert [r.term for r in detection.reasons] == ["coke"]
+    assert detection.score == STRONG_WEIGHT
+
+
+def test_emoji_plus_intent_question(detector: Detector) -> None:
+    detection = detector.detect("💊 hoeveel mag je nemen?")
+
+    assert detection.substances == ("mdma",)
+    assert detection.score == round(WEAK_WEIGHT + 0.2, 3)
+
+
+# --- language -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("wie heeft er nog keta voor zaterdag", "nl"),
+        ("ik weet niet wat ik moet doen met mijn vriend", "nl"),
+        ("Hoe lang blijft wiet in je bloed?", "nl"),
+        ("c'est dangereux de mélanger la kéta et l'alcool ?", "fr"),
+        ("quelqu'un a de la coke pour ce soir", "fr"),
+        ("je ne sais pas quoi faire avec mon ami", "fr"),
+        ("can I mix mdma with my ssri", "en"),
+        ("what should I do with this", "en"),
+        ("How long does ketamine stay in your system?", "en"),
+        pytest.param(
+            "je pars en trip à Barcelone",
+            "fr",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="'je' is a marker of both nl and fr; the tie goes to nl",
+            ),
+        ),
+    ],
+)
+def test_language_is_guessed(detector: Detector, text: str, language: str) -> None:
+    assert detector.detect(text).language == language
+
+
+def test_language_defaults_when_no_marker() -> None:
+    assert guess_language(["xtc", "zaterdag"], "fr") == "fr"
+    assert guess_language([], "nl") == "nl"
+
+
+def test_language_default_comes_from_detector() -> None:
+    dutch_default = Detector(Lexicon.load(), threshold=0.5, default_language="nl")
+
+    assert dutch_default.detect("lekker weer vandaag").language == "nl"
+
+
+# --- lexicon ------------------------------------------------------------------------------------
+
+
+def test_default_lexicon_loads_all_substances() -> None:
+    lexicon = Lexicon.load()
+
+    assert "cocaine" in lexicon.labels
+    assert "cathinones" in lexicon.labels
+    assert lexicon.emoji["❄"] == "cocaine"
+    assert ("3", "mmc") in {term.words for term in lexicon.terms}
+    assert set(lexicon.emoji.values()) <= set(lexicon.labels)
+
+
+def test_from_data_builds_a_small_lexicon() -> None:
+    lexicon = Lexicon.from_data(
+        {
+            "substances": {"mdma": {"label": "MDMA", "strong": ["Mdma"], "weak": ["pil"]}},
+            "emoji": {"💊": "mdma"},
+            "intents": {"terms": ["hoeveel"]},
+            "urgent": {"phrases": ["niet wakker"]},
+            "false_friends": [{"term": "pil", "context": ["vergeten"]}],
+        },
+        source="small.toml",
+    )
+    detector = Detector(lexicon, threshold=0.5, default_language="nl")
+
+    assert lexicon.labels == {"mdma": "MDMA"}
+    assert detector.detect("hoeveel mdma").score == 0.8
+    assert detector.detect("pil vergeten").score == 0.0
+    assert detector.detect("hij wordt niet wakker").urgent is True
+
+
+def test_from_data_unknown_emoji_substance_names_the_source() -> None:
+    data = {"substances": {"mdma": {"strong": ["mdma"]}}, "emoji": {"❄": "cocaine"}}
+
+    with pytest.raises(LexiconError) as excinfo:
+        Lexicon.from_data(data, source="test-lexicon.toml")
+
+    assert str(excinfo.value) == "test-lexicon.toml: emoji.❄: unknown substance 'cocaine'"
+
+
+def test_from_data_non_text_term_names_the_source() -> None:
+    data = {"substances": {"mdma": {"strong": ["mdma", 42]}}}
+
+    with pytest.raises(LexiconError) as excinfo:
+        Lexicon.from_data(data, source="test-lexicon.toml")
+
+    assert str(excinfo.value) == "test-lexicon.toml: substances.mdma.strong: expected text, got 42"
+
+
+def test_from_data_term_without_words_names_the_source() -> None:
+    data = {"substances": {"mdma": {"weak": ["!!!"]}}}
+
+    with pytest.raises(LexiconError) as excinfo:
+        Lexicon.from_data(data, source="test-lexicon.toml")
+
+    assert str(excinfo.value) == "test-lexicon.toml: substances.mdma.weak: '!!!' has no words"
+
+
+def test_from_data_bad_urgent_phrase_names_the_source() -> None:
+    with pytest.raises(LexiconError) as excinfo:
+        Lexicon.from_data({"urgent": {"phrases": [None]}}, source="test-lexicon.toml")
+
+    assert str(excinfo.value) == "test-lexicon.toml: urgent.phrases: expected text, got None"
+
+
+def test_from_data_bad_false_friend_names_the_source() -> None:
+    with pytest.raises(LexiconError) as excinfo:
+        Lexicon.from_data({"false_friends": [{"context": ["x"]}]}, source="test-lexicon.toml")
+
+    assert str(excinfo.value) == "test-lexicon.toml: false_friends[0]: expected text, got None"
+
+
+def test_load_missing_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "missing.toml"
+
+    with pytest.raises(LexiconError) as excinfo:
+        Lexicon.load(path)
+
+    assert str(excinfo.value).startswith(f"{path}: cannot read lexicon: ")
+
+
+def test_load_malformed_toml_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text("[substances.mdma\n", encoding="utf-8")
+
+    with pytest.raises(LexiconError) as excinfo:
+        Lexicon.load(path)
+
+    assert str(excinfo.value).startswith(f"{path}: cannot read lexicon: ")
+
+
+def test_load_file_with_bad_entry_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "lexicon.toml"
+    path.write_text('[emoji]\n"❄" = "cocaine"\n', encoding="utf-8")
+
+    with pytest.raises(LexiconError) as excinfo:
+        Lexicon.load(path)
+
+    assert str(excinfo.value) == f"{path}: emoji.❄: unknown substance 'cocaine'"

@@ -1,0 +1,228 @@
+"""The outbox worker: delivery, outages, rate limits, permanent failures, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bot.adapter import PermanentDeliveryError, PlatformUnavailable, RateLimited
+from bot.demo_adapter import DemoAdapter
+from bot.models import OutboxStatus, ReplyStatus, Role, Visibility
+from bot.outbox import OutboxWorker
+from bot.runtime import Runtime
+from bot.settings import OutboxSettings
+from tests.fakes import FakeAdapter, RecordingInbox, message, opt_in
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+SETTINGS = OutboxSettings(poll_seconds=0.01, max_attempts=3, retry_seconds=10.0, lease_seconds=60.0)
+
+
+async def _approved_reply(rt: Runtime, *, visibility: Visibility = Visibility.PUBLIC) -> int:
+    await rt.pipeline.opt_in(opt_in())
+    result = await rt.pipeline.ingest(message("is xtc met alcohol gevaarlijk?", "55"))
+    assert result is not None and result.case_id is not None
+    user = await rt.store.add_user("vol", "h", Role.VOLUNTEER)
+    reply = await rt.store.approve_reply(
+        result.case_id,
+        text="Be careful",
+        visibility=visibility,
+        written_by=user.id,
+        approved_by=user.id,
+    )
+    return result.case_id if reply else 0
+
+
+def _worker(rt: Runtime, adapter: FakeAdapter, clock: Callable[[], datetime]) -> OutboxWorker:
+    return OutboxWorker(rt.store, {"fake": adapter}, SETTINGS, clock=clock)
+
+
+async def test_delivers_notice_and_reply_and_marks_them_sent(runtime: Runtime) -> None:
+    case_id = await _approved_reply(runtime)
+    adapter = FakeAdapter()
+    worker = _worker(runtime, adapter, Clock())
+    assert await worker.run_once() == 2
+    assert [m.text for m in adapter.sent][1] == "Be careful"
+    assert adapter.sent[1].reply_to_message_id == "55"
+    assert [i.status for i in await runtime.store.outbox_items()] == [OutboxStatus.SENT] * 2
+    (reply,) = (await runtime.store.get_case(case_id)).replies
+    assert (reply.status, reply.platform_message_id) == (ReplyStatus.SENT, "sent-2")
+    assert await worker.run_once() == 0  # delivered once
+
+
+async def test_rate_limit_waits_as_told_and_loses_nothing(runtime: Runtime) -> None:
+    await _approved_reply(runtime)
+    adapter = FakeAdapter()
+    adapter.failures.extend(
+        [RateLimited("429", retry_after=30), RateLimited("429", retry_after=30)]
+    )
+    clock = Clock()
+    worker = _worker(runtime, adapter, clock)
+    assert await worker.run_once() == 2
+    assert adapter.sent == []
+    clock.advance(29)
+    assert await worker.run_once() == 0
+    clock.advance(2)
+    assert await worker.run_once() == 2
+    assert len(adapter.sent) == 2
+
+
+async def test_outages_are_retried_past_max_attempts(runtime: Runtime) -> None:
+    await _approved_reply(runtime)
+    adapter = FakeAdapter()
+    adapter.failures.extend(PlatformUnavailable("down") for _ in range(10))
+    clock = Clock()
+    worker = _worker(runtime, adapter, clock)
+    for _ in range(5):
+        await worker.run_once()
+        clock.advance(700)
+    assert all(i.status is OutboxStatus.PENDING for i in await runtime.store.outbox_items())
+    for _ in range(3):
+        await worker.run_once()
+        clock.advance(700)
+    assert [i.status for i in await runtime.store.outbox_items()] == [OutboxStatus.SENT] * 2
+
+
+async def test_permanent_errors_fail_the_reply_at_once(runtime: Runtime) -> None:
+    case_id = await _approved_reply(runtime)
+    adapter = FakeAdapter()
+    clock = Clock()
+    worker = _worker(runtime, adapter, clock)
+    await worker.run_once()
+    assert len(adapter.sent) == 2
+    # A second reply to a chat the bot was removed from:
+    user = await runtime.store.user_credentials("vol")
+    assert user is not None
+    await runtime.store.approve_reply(
+        case_id,
+        text="again",
+        visibility=Visibility.PUBLIC,
+        written_by=user[0].id,
+        approved_by=user[0].id,
+    )
+    adapter.failures.append(PermanentDeliveryError("bot was kicked"))
+    clock.advance(1)
+    assert await worker.run_once() == 1
+    replies = (await runtime.store.get_case(case_id)).replies
+    assert [(r.text, r.status, r.error) for r in replies][-1] == (
+        "again",
+        ReplyStatus.FAILED,
+        "bot was kicked",
+    )
+
+
+async def test_unexpected_errors_stop_after_max_attempts(runtime: Runtime) -> None:
+    await _approved_reply(runtime)
+    adapter = FakeAdapter()
+    adapter.failures.extend(RuntimeError("bug") for _ in range(6))
+    clock = Clock()
+    worker = _worker(runtime, adapter, clock)
+    for _ in range(4):
+        await worker.run_once()
+        clock.advance(700)
+    statuses = [i.status for i in await runtime.store.outbox_items()]
+    assert statuses == [OutboxStatus.FAILED, OutboxStatus.FAILED]
+
+
+async def test_missing_adapter_keeps_the_row_pending(runtime: Runtime) -> None:
+    await _approved_reply(runtime)
+    worker = OutboxWorker(runtime.store, {}, SETTINGS, clock=Clock())
+    assert await worker.run_once() == 2
+    items = await runtime.store.outbox_items()
+    assert [i.status for i in items] == [OutboxStatus.PENDING] * 2
+
+
+async def test_private_reply_needs_a_platform_that_can_dm(runtime: Runtime) -> None:
+    case_id = await _approved_reply(runtime, visibility=Visibility.PRIVATE)
+    adapter = FakeAdapter(private=False)
+    await _worker(runtime, adapter, Clock()).run_once()
+    (reply,) = (await runtime.store.get_case(case_id)).replies
+    assert reply.status is ReplyStatus.FAILED
+    assert reply.error is not None and "privately" in reply.error
+
+
+async def test_private_reply_goes_to_the_author(runtime: Runtime) -> None:
+    await _approved_reply(runtime, visibility=Visibility.PRIVATE)
+    adapter = FakeAdapter()
+    await _worker(runtime, adapter, Clock()).run_once()
+    private = [m for m in adapter.sent if m.visibility is Visibility.PRIVATE]
+    assert [m.recipient_id for m in private] == ["user-1"]
+
+
+async def test_crash_mid_delivery_is_delivered_once_by_a_keyed_adapter(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """A worker dies after the platform accepted the message but before marking it sent.
+
+    The lease runs out, another worker retries under the same key, and the demo platform
+    recognises the key: the person sees the reply exactly once.
+    """
+    demo = DemoAdapter(transcript_path=tmp_path / "t.jsonl", interval_seconds=3600)
+    await demo.start(RecordingInbox())
+    try:
+        ref = demo.channels["gent"]
+        await runtime.pipeline.opt_in(opt_in(ref))
+        result = await runtime.pipeline.ingest(
+            replace(message("xtc en alcohol?", "1"), channel=ref)
+        )
+        assert result is not None and result.case_id is not None
+        user = await runtime.store.add_user("vol", "h", Role.VOLUNTEER)
+        await runtime.store.approve_reply(
+            result.case_id,
+            text="Once only",
+            visibility=Visibility.PUBLIC,
+            written_by=user.id,
+            approved_by=user.id,
+        )
+        clock = Clock()
+        lease = timedelta(seconds=SETTINGS.lease_seconds)
+        for delivery in await runtime.store.claim_deliveries(now=clock(), lease=lease):
+            # The crashed worker got this far: the platform has it, the store does not know.
+            from bot.models import OutgoingMessage
+
+            await demo.send(
+                OutgoingMessage(
+                    key=f"outbox-{delivery.item.id}",
+                    channel=delivery.channel,
+                    text=delivery.item.text,
+                    visibility=delivery.item.visibility,
+                    reply_to_message_id=delivery.item.reply_to_message_id,
+                )
+            )
+        worker = OutboxWorker(runtime.store, {"demo": demo}, SETTINGS, clock=clock)
+        assert await worker.run_once() == 0  # still leased to the dead worker
+        clock.advance(SETTINGS.lease_seconds + 1)
+        assert await worker.run_once() == 2
+        bot_lines = [line.text for line in demo.transcript() if line.from_bot]
+        assert bot_lines.count("Once only") == 1
+        assert all(i.status is OutboxStatus.SENT for i in await runtime.store.outbox_items())
+    finally:
+        await demo.stop()
+
+
+async def test_run_stops_when_asked(runtime: Runtime) -> None:
+    await _approved_reply(runtime)
+    adapter = FakeAdapter()
+    worker = OutboxWorker(runtime.store, {"fake": adapter}, SETTINGS)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    for _ in range(200):
+        if len(adapter.sent) == 2:
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, timeout=2)
+    assert len(adapter.sent) == 2
