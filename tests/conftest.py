@@ -6,14 +6,18 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import re
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from bot.models import Role, User
+from bot.passwords import hash_password
 from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings, load_settings
 from bot.store import Store
@@ -136,3 +140,49 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
         yield rt
     finally:
         await rt.close()
+
+
+# -- the console ----------------------------------------------------------------------------
+
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to the console in-process."""
+    from console.app import create_app
+
+    transport = httpx.ASGITransport(app=create_app(runtime))
+    async with httpx.AsyncClient(transport=transport, base_url="http://console.test") as c:
+        yield c
+
+
+async def add_user(rt: Runtime, username: str, role: Role = Role.VOLUNTEER) -> User:
+    return await rt.store.add_user(username, hash_password(PASSWORD), role)
+
+
+async def login(client: httpx.AsyncClient, username: str, password: str = PASSWORD) -> str:
+    """Log in through the form; returns the session's CSRF token."""
+    page = await client.get("/login")
+    token = CSRF_RE.search(page.text)
+    assert token is not None
+    response = await client.post(
+        "/login",
+        data={"username": username, "password": password, "csrf_token": token.group(1)},
+    )
+    assert response.status_code == 303, response.text
+    queue = await client.get("/queue")
+    token = CSRF_RE.search(queue.text)
+    assert token is not None
+    return token.group(1)
+
+
+async def flagged_case(rt: Runtime, text: str = "is xtc met alcohol gevaarlijk?") -> int:
+    """Opt a fake channel in and post a drug question; returns the new case id."""
+    from tests.fakes import message, opt_in
+
+    await rt.pipeline.opt_in(opt_in())
+    result = await rt.pipeline.ingest(message(text, str(uuid.uuid4())))
+    assert result is not None and result.case_id is not None
+    return result.case_id

@@ -405,7 +405,47 @@ async def test_line_cut_inside_a_multibyte_character_is_skipped(
 # -- stop ---------------------------------------------------------------------------------
 
 
+class SlowDownInbox(RecordingInbox):
+    """After ``after`` messages, makes the adapter wait an hour before the next line."""
+
+    def __init__(self, adapter: DemoAdapter, after: int) -> None:
+        super().__init__()
+        self.adapter = adapter
+        self.after = after
+        self.reached = asyncio.Event()
+
+    async def ingest(self, message: IncomingMessage) -> None:
+        await super().ingest(message)
+        if len(self.messages) == self.after:
+            self.adapter.interval = 3600
+            self.reached.set()
+
+
+def playback_tasks() -> list[asyncio.Task[object]]:
+    return [t for t in asyncio.all_tasks() if t.get_name() == "demo-adapter" and not t.done()]
+
+
 async def test_stop_cancels_playback_mid_script(
+    make_adapter: MakeAdapter, transcript: Path
+) -> None:
+    adapter = make_adapter(interval=0)
+    inbox = SlowDownInbox(adapter, after=3)
+    await adapter.start(inbox)
+    await asyncio.wait_for(inbox.reached.wait(), WAIT)
+    await asyncio.sleep(0.01)  # playback now waits for the (long) interval
+    assert len(playback_tasks()) == 1
+
+    await asyncio.wait_for(adapter.stop(), 1.0)
+    await asyncio.sleep(0.05)
+
+    assert playback_tasks() == []
+    assert without_time(read_transcript(transcript)) == script_rows(0, 3)
+    assert [m.message_id for m in inbox.messages] == ["1", "2", "3"]
+    assert not adapter.finished.is_set()
+    await adapter.stop()  # a second stop is harmless
+
+
+async def test_stop_while_waiting_for_the_first_line_appends_nothing(
     make_adapter: MakeAdapter, transcript: Path
 ) -> None:
     _write_two_lines_and_half_a_third(transcript)
@@ -413,15 +453,13 @@ async def test_stop_cancels_playback_mid_script(
     inbox = RecordingInbox()
     adapter = make_adapter(interval=3600)
     await adapter.start(inbox)
-    await asyncio.sleep(0.01)  # playback is now waiting for the interval
+    await asyncio.sleep(0.01)
 
     await asyncio.wait_for(adapter.stop(), 1.0)
-    await asyncio.sleep(0.05)
 
+    assert playback_tasks() == []
     assert transcript.read_bytes() == before
-    assert len(inbox.messages) == 2  # only the history handed over at start
-    assert not adapter.finished.is_set()
-    await adapter.stop()  # a second stop is harmless
+    assert [m.message_id for m in inbox.messages] == ["1", "2"]  # the history, handed over
 
 
 async def test_stop_without_start_is_harmless(make_adapter: MakeAdapter, transcript: Path) -> None:

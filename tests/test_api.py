@@ -1,0 +1,148 @@
+"""The JSON API through HTTP (in-process ASGI), with bearer tokens and session cookies."""
+
+from __future__ import annotations
+
+import httpx
+
+from bot.models import OutboxStatus, Role
+from bot.passwords import new_token, token_hash
+from bot.runtime import Runtime
+from tests.conftest import add_user, flagged_case, login
+
+
+async def _bearer(
+    rt: Runtime, username: str = "vol", role: Role = Role.VOLUNTEER
+) -> dict[str, str]:
+    user = await add_user(rt, username, role)
+    token = new_token()
+    await rt.store.add_token(user.id, token_hash(token))
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_api_needs_authentication(client: httpx.AsyncClient) -> None:
+    for path in ("/api/v1/cases", "/api/v1/cases/1", "/api/v1/faq/search?q=xtc"):
+        response = await client.get(path)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+    bad = await client.get("/api/v1/cases", headers={"Authorization": "Bearer pd_nope"})
+    assert bad.status_code == 401
+
+
+async def test_cases_list_and_detail(runtime: Runtime, client: httpx.AsyncClient) -> None:
+    auth = await _bearer(runtime)
+    case_id = await flagged_case(runtime)
+    listing = (await client.get("/api/v1/cases", headers=auth)).json()
+    assert [c["id"] for c in listing["cases"]] == [case_id]
+    case = listing["cases"][0]
+    assert {r["term"] for r in case["reasons"]} >= {"xtc", "alcohol"}
+    assert case["status"] == "open" and case["urgent"] is False
+    detail = (await client.get(f"/api/v1/cases/{case_id}", headers=auth)).json()
+    assert [m["text"] for m in detail["messages"]] == ["is xtc met alcohol gevaarlijk?"]
+    assert detail["suggestions"][0]["entry_id"] == "combo_mdma_alcohol"
+    assert detail["suggestions"][0]["answer"]
+    assert detail["replies"] == []
+    missing = await client.get("/api/v1/cases/9999", headers=auth)
+    assert missing.status_code == 404
+
+
+async def test_posting_a_reply_approves_queues_and_claims(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    auth = await _bearer(runtime)
+    case_id = await flagged_case(runtime)
+    response = await client.post(
+        f"/api/v1/cases/{case_id}/replies",
+        json={"text": "Liever niet samen: beide drogen je uit.", "visibility": "public"},
+        headers=auth,
+    )
+    assert response.status_code == 201, response.text
+    reply = response.json()
+    assert (reply["status"], reply["approved_by"], reply["visibility"]) == (
+        "queued",
+        "vol",
+        "public",
+    )
+    detail = (await client.get(f"/api/v1/cases/{case_id}", headers=auth)).json()
+    assert (detail["status"], detail["claimed_by"]) == ("answered", "vol")
+    assert [r["id"] for r in detail["replies"]] == [reply["id"]]
+    outbox = [i for i in await runtime.store.outbox_items() if i.reply_id == reply["id"]]
+    assert [i.status for i in outbox] == [OutboxStatus.PENDING]
+    assert runtime.outbox.wakeup.is_set()
+    # Someone else cannot answer a case that is claimed.
+    other = await _bearer(runtime, "other")
+    refused = await client.post(
+        f"/api/v1/cases/{case_id}/replies", json={"text": "me too"}, headers=other
+    )
+    assert refused.status_code == 409 and "claimed by vol" in refused.json()["detail"]
+
+
+async def test_reply_input_is_validated(runtime: Runtime, client: httpx.AsyncClient) -> None:
+    auth = await _bearer(runtime)
+    case_id = await flagged_case(runtime)
+    for body in ({"text": ""}, {"text": "x" * 4001}, {"text": "ok", "visibility": "loud"}, {}):
+        response = await client.post(f"/api/v1/cases/{case_id}/replies", json=body, headers=auth)
+        assert response.status_code == 422, body
+    blank = await client.post(
+        f"/api/v1/cases/{case_id}/replies", json={"text": "   "}, headers=auth
+    )
+    assert blank.status_code == 409
+    assert await runtime.store.outbox_items() != []  # only the opt-in notice
+    assert all(i.reply_id is None for i in await runtime.store.outbox_items())
+
+
+async def test_session_callers_need_the_csrf_header(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    await add_user(runtime, "vol")
+    csrf = await login(client, "vol")
+    case_id = await flagged_case(runtime)
+    listing = await client.get("/api/v1/cases")
+    assert listing.status_code == 200
+    refused = await client.post(f"/api/v1/cases/{case_id}/replies", json={"text": "hi"})
+    assert refused.status_code == 403
+    accepted = await client.post(
+        f"/api/v1/cases/{case_id}/replies", json={"text": "hi"}, headers={"X-CSRF-Token": csrf}
+    )
+    assert accepted.status_code == 201
+
+
+async def test_faq_search(runtime: Runtime, client: httpx.AsyncClient) -> None:
+    auth = await _bearer(runtime)
+    response = await client.get(
+        "/api/v1/faq/search",
+        params={"q": "whippets r they safe?", "lang": "fr", "top": 2},
+        headers=auth,
+    )
+    body = response.json()
+    assert response.status_code == 200
+    assert len(body["results"]) <= 2
+    first = body["results"][0]
+    assert (first["entry_id"], first["language"]) == ("nitrous_oxide_risks", "fr")
+    assert "whippets" in first["why"]
+    bad = await client.get("/api/v1/faq/search", params={"q": "x", "top": 0}, headers=auth)
+    assert bad.status_code == 422
+
+
+async def test_detect(runtime: Runtime, client: httpx.AsyncClient) -> None:
+    auth = await _bearer(runtime)
+    urgent = await client.post(
+        "/api/v1/detect", json={"text": "mijn vriend ademt niet meer na G"}, headers=auth
+    )
+    assert urgent.json()["urgent"] is True and urgent.json()["language"] == "nl"
+    calm = await client.post("/api/v1/detect", json={"text": "glas coke zero"}, headers=auth)
+    assert calm.json()["flagged"] is False
+    assert [r["kind"] for r in calm.json()["reasons"]] == ["context"]
+    assert await runtime.store.list_cases() == []  # detect stores nothing
+
+
+async def test_openapi_describes_the_api(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    assert {
+        "/api/v1/cases",
+        "/api/v1/cases/{case_id}",
+        "/api/v1/cases/{case_id}/replies",
+        "/api/v1/faq/search",
+        "/api/v1/detect",
+        "/healthz",
+    } <= set(spec["paths"])
+    assert not any(p.startswith(("/login", "/queue")) for p in spec["paths"])

@@ -1,0 +1,183 @@
+"""The console's pages through HTTP, parsed as HTML."""
+
+from __future__ import annotations
+
+import html
+import re
+from html.parser import HTMLParser
+
+import httpx
+
+from bot.models import Visibility
+from bot.runtime import Runtime
+from tests.conftest import CSRF_RE, add_user, flagged_case, login
+from tests.fakes import message
+
+
+class _Text(HTMLParser):
+    """Collects visible text and the attributes of elements, to assert on parsed HTML."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text: list[str] = []
+        self.elements: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        if data.strip():
+            self.text.append(data.strip())
+
+
+def parse(html: str) -> _Text:
+    parser = _Text()
+    parser.feed(html)
+    return parser
+
+
+async def test_pages_redirect_to_login(client: httpx.AsyncClient) -> None:
+    for path in ("/", "/queue", "/cases/1"):
+        response = await client.get(path, follow_redirects=True)
+        assert response.url.path == "/login"
+    assert (await client.get("/login")).status_code == 200
+
+
+async def test_login_rejects_wrong_password_and_csrf(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    await add_user(runtime, "vol")
+    page = await client.get("/login")
+    token = CSRF_RE.search(page.text)
+    assert token is not None
+    no_csrf = await client.post("/login", data={"username": "vol", "password": "x"})
+    assert no_csrf.status_code == 403
+    wrong = await client.post(
+        "/login", data={"username": "vol", "password": "nope", "csrf_token": token.group(1)}
+    )
+    assert wrong.status_code == 401 and "Wrong username or password" in wrong.text
+    unknown = await client.post(
+        "/login", data={"username": "ghost", "password": "nope", "csrf_token": token.group(1)}
+    )
+    assert unknown.status_code == 401
+
+
+async def test_login_is_throttled(runtime: Runtime, client: httpx.AsyncClient) -> None:
+    await add_user(runtime, "vol")
+    token = CSRF_RE.search((await client.get("/login")).text)
+    assert token is not None
+    codes = []
+    for _ in range(6):
+        response = await client.post(
+            "/login", data={"username": "vol", "password": "bad", "csrf_token": token.group(1)}
+        )
+        codes.append(response.status_code)
+    assert codes == [401] * 5 + [429]
+    right = await client.post(
+        "/login",
+        data={"username": "vol", "password": "correct horse battery", "csrf_token": token.group(1)},
+    )
+    assert right.status_code == 429  # even the right password waits out the lockout
+
+
+async def test_queue_shows_cases_with_reasons_urgent_first(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    await add_user(runtime, "vol")
+    await login(client, "vol")
+    calm = await flagged_case(runtime, "is xtc met alcohol gevaarlijk?")
+    urgent_result = await runtime.pipeline.ingest(
+        message("mijn vriend wordt niet wakker na G", "u1", author="other")
+    )
+    assert urgent_result is not None and urgent_result.case_id is not None
+    page = await client.get("/queue")
+    doc = parse(page.text)
+    rows = [a["data-case-id"] for tag, a in doc.elements if tag == "tr" and "data-case-id" in a]
+    assert rows == [str(urgent_result.case_id), str(calm)]
+    assert "URGENT" in doc.text and "xtc" in doc.text and "wordt niet wakker" in doc.text
+
+
+async def test_chat_text_is_escaped(runtime: Runtime, client: httpx.AsyncClient) -> None:
+    await add_user(runtime, "vol")
+    await login(client, "vol")
+    case_id = await flagged_case(
+        runtime, 'xtc? <script>alert("x")</script><img src=x onerror=alert(1)>'
+    )
+    for path in ("/queue", f"/cases/{case_id}"):
+        page = (await client.get(path)).text
+        assert "<script>alert" not in page and "<img src=x" not in page
+        assert "&lt;script&gt;" in page
+    assert "script-src 'self'" in (await client.get("/queue")).headers["content-security-policy"]
+
+
+async def test_case_page_prefills_a_chosen_suggestion_and_sends(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    await add_user(runtime, "vol")
+    csrf = await login(client, "vol")
+    case_id = await flagged_case(runtime)
+    page = await client.get(f"/cases/{case_id}")
+    assert page.status_code == 200
+    uses = re.findall(r'href="(/cases/\d+\?use=[^"#]+)', page.text)
+    assert uses, "each suggestion offers 'use this answer'"
+    chosen = await client.get(uses[0])
+    textarea = re.search(r'<textarea[^>]*name="text"[^>]*>(.*?)</textarea>', chosen.text, re.S)
+    assert textarea is not None and textarea.group(1).strip()
+    detail = await runtime.store.get_case(case_id)
+    assert html.unescape(textarea.group(1)).strip() == detail.suggestions[0].answer.strip()
+
+    refused = await client.post(f"/cases/{case_id}/reply", data={"text": "hoi"})
+    assert refused.status_code == 403
+    sent = await client.post(
+        f"/cases/{case_id}/reply",
+        data={
+            "text": "Hoi! Liever niet mixen.",
+            "visibility": "public",
+            "csrf_token": csrf,
+            "entry_id": "combo_mdma_alcohol",
+        },
+        follow_redirects=True,
+    )
+    assert sent.status_code == 200
+    assert "Reply approved and queued" in sent.text and "Hoi! Liever niet mixen." in sent.text
+    (reply,) = (await runtime.store.get_case(case_id)).replies
+    assert (reply.text, reply.approved_by_name) == ("Hoi! Liever niet mixen.", "vol")
+
+
+async def test_refused_reply_keeps_the_draft(runtime: Runtime, client: httpx.AsyncClient) -> None:
+    await add_user(runtime, "first")
+    other = await add_user(runtime, "second")
+    case_id = await flagged_case(runtime)
+    await runtime.store.approve_reply(
+        case_id,
+        text="mine",
+        visibility=Visibility.PUBLIC,
+        written_by=other.id,
+        approved_by=other.id,
+    )
+    csrf = await login(client, "first")
+    response = await client.post(
+        f"/cases/{case_id}/reply",
+        data={"text": "my careful draft", "csrf_token": csrf},
+        follow_redirects=True,
+    )
+    assert "Not sent: this case is claimed by second" in response.text
+    assert "my careful draft" in response.text
+
+
+async def test_unknown_case_and_demo_page_give_404(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    await add_user(runtime, "vol")
+    await login(client, "vol")
+    missing = await client.get("/cases/4242", headers={"accept": "text/html"})
+    assert missing.status_code == 404 and "no case 4242" in missing.text
+    assert (await client.get("/demo", headers={"accept": "text/html"})).status_code == 404
+
+
+async def test_logout_ends_the_session(runtime: Runtime, client: httpx.AsyncClient) -> None:
+    await add_user(runtime, "vol")
+    csrf = await login(client, "vol")
+    response = await client.post("/logout", data={"csrf_token": csrf})
+    assert response.status_code == 303
+    assert (await client.get("/queue")).headers["location"] == "/login"
