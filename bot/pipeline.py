@@ -117,18 +117,18 @@ class Pipeline:
             return detection, None
         suggestions = None
         if detection.flagged:
+            # A follow-up is searched together with what the case already asked, so the
+            # suggestions cover the whole conversation, not only its latest line.
+            earlier = await self.store.case_flagged_texts(case_id) if case_id else []
             hits = self.faq.search(
-                stored.text,
+                " ".join([*earlier, stored.text]),
                 top=self.settings.pipeline.suggestions,
                 language=detection.language,
             )
             suggestions = [
                 SuggestionRow(h.entry.id, rank, h.score, h.why)
                 for rank, h in enumerate(hits, start=1)
-            ]
-            # A follow-up that matches nothing keeps the case's earlier suggestions.
-            if case_id is not None and not suggestions:
-                suggestions = None
+            ] or None  # nothing matched: keep what the case had
         case_id = await self.store.file_message(
             stored.id, detection, case_id=case_id, suggestions=suggestions
         )

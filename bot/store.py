@@ -632,6 +632,16 @@ class Store:
             )
         return cases
 
+    async def case_flagged_texts(self, case_id: int) -> list[str]:
+        """The texts of a case's flagged messages, oldest first."""
+        async with self.engine.connect() as conn:
+            rows = await conn.scalars(
+                sa.select(t.messages.c.text)
+                .where(t.messages.c.case_id == case_id, t.messages.c.flagged.is_(True))
+                .order_by(t.messages.c.id)
+            )
+            return list(rows.all())
+
     async def list_cases(
         self, *, statuses: Iterable[CaseStatus] = (CaseStatus.OPEN,), limit: int = 200
     ) -> list[Case]:

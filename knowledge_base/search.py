@@ -32,7 +32,8 @@ STOPWORDS: dict[str, frozenset[str]] = {
     "fr": frozenset(
         "le la les un une des et ou est en dans sur de du au aux pour avec que qui quoi "
         "ce cette je tu il elle on nous vous ils me te se ne pas plus mon ma mes ton ta "
-        "son sa c j l d qu est-ce".split()
+        "son sa ses c j l d qu est-ce a ai as faire fait peut peux on ou ca si y "
+        "quand comment".split()
     ),
     "en": frozenset(
         "the a an and or is are in on of for to with that this what how i you he she it "

@@ -113,3 +113,12 @@ async def test_recover_processes_messages_stored_before_a_crash(runtime: Runtime
     (case,) = await runtime.store.list_cases()
     assert case.status is CaseStatus.OPEN and "cathinones" in case.substances
     assert await runtime.pipeline.recover() == 0
+
+
+async def test_follow_up_suggestions_cover_the_whole_conversation(runtime: Runtime) -> None:
+    await runtime.pipeline.opt_in(opt_in())
+    first = await runtime.pipeline.ingest(message("is xtc met alcohol gevaarlijk?", "1"))
+    await runtime.pipeline.ingest(message("en hoelang kan je coke terugvinden in je pis?", "2"))
+    assert first is not None and first.case_id is not None
+    detail = await runtime.store.get_case(first.case_id)
+    assert {"combo_mdma_alcohol", "detection_times"} <= {s.entry_id for s in detail.suggestions}

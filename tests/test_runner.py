@@ -62,9 +62,9 @@ async def _login(client: httpx.AsyncClient) -> str:
     return token.group(1)
 
 
-async def _wait_for(predicate: Callable[[], Awaitable[T]], timeout: float = 20.0) -> T:
+async def _wait_for(predicate: Callable[[], Awaitable[T]], within: float = 20.0) -> T:
     """Poll ``predicate`` until it returns something truthy."""
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(within):
         while True:
             value = await predicate()
             if value:
