@@ -353,7 +353,7 @@ def main(
     except OSError as exc:
         print(f"peerdesk: error: {exc}", file=err)
         return 1
-    except sa_exc.DBAPIError as exc:
+    except sa_exc.DBAPIError as exc:  # the database failed after it was opened
         where = make_url(settings.database.url).render_as_string(hide_password=True)
         print(f"peerdesk: error: database {where}: {exc.orig}", file=err)
         return 1

@@ -94,12 +94,19 @@ class DemoAdapter(Adapter):
         }
         self.lines = [ScriptLine(**line) for line in data["lines"]]
         self._transcript = []
-        if self.transcript_path.exists():
-            for raw in self.transcript_path.read_text(encoding="utf-8").splitlines():
-                if raw.strip():
-                    with contextlib.suppress(json.JSONDecodeError, TypeError):
-                        # A line half-written when the demo was killed is skipped.
-                        self._transcript.append(TranscriptLine(**json.loads(raw)))
+        if not self.transcript_path.exists():
+            return
+        content = self.transcript_path.read_bytes()
+        if content and not content.endswith(b"\n"):
+            # The demo was killed mid-write: drop the half line, so the next line starts
+            # on a line of its own.
+            content = content[: content.rfind(b"\n") + 1]
+            with self.transcript_path.open("r+b") as fh:
+                fh.truncate(len(content))
+        for raw in content.splitlines():
+            if raw.strip():
+                with contextlib.suppress(UnicodeDecodeError, json.JSONDecodeError, TypeError):
+                    self._transcript.append(TranscriptLine(**json.loads(raw.decode("utf-8"))))
 
     def _append(self, line: TranscriptLine) -> None:
         self.transcript_path.parent.mkdir(parents=True, exist_ok=True)

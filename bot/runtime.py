@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
+
 from bot.adapter import Adapter
 from bot.demo_adapter import DemoAdapter
 from bot.detector import Detector, Lexicon
@@ -20,7 +23,7 @@ from bot.outbox import OutboxWorker
 from bot.pipeline import Pipeline
 from bot.pseudonym import Pseudonymizer
 from bot.settings import Settings
-from bot.store import Store
+from bot.store import Store, StoreError
 from prompts import Prompts
 
 logger = logging.getLogger(__name__)
@@ -51,9 +54,16 @@ def suggest_statuses(settings: Settings, *, demo: bool) -> tuple[str, ...]:
 
 
 async def open_store(settings: Settings, *, migrate_schema: bool = True) -> Store:
+    """Open and migrate the store; an unreachable database raises :class:`StoreError`
+    naming it (without its password)."""
     store = Store(settings.database.url)
     try:
         await store.initialize(migrate_schema=migrate_schema)
+    except (OSError, sa_exc.DBAPIError) as exc:
+        await store.close()
+        where = make_url(settings.database.url).render_as_string(hide_password=True)
+        reason = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+        raise StoreError(f"database {where}: {reason}") from exc
     except BaseException:
         await store.close()
         raise

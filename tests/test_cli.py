@@ -466,11 +466,6 @@ def test_an_unopenable_sqlite_database_is_reported(
     assert {str(e) for e in thread_errors} <= {"Event loop is closed"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a refused PostgreSQL connection raises a plain OSError, which main() prints "
-    "without the 'database <url>' prefix",
-)
 def test_an_unreachable_postgres_database_is_reported(cli: Cli) -> None:
     config = cli.write_config(
         "pg.toml", '[database]\nurl = "postgresql+asyncpg://nobody@127.0.0.1:1/x"\n'
