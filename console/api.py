@@ -17,7 +17,6 @@ from bot.models import (
     User,
     Visibility,
 )
-from bot.store import NotFound
 from console.auth import require, runtime
 from console.replies import ReplyRefused, send_reply
 
@@ -137,12 +136,9 @@ async def list_cases(
 async def get_case(case_id: int, request: Request, user: AnyUser) -> dict[str, Any]:
     """One case with its messages (and their context), suggestions and replies."""
     rt = runtime(request)
-    try:
-        detail = await rt.store.get_case(
-            case_id, context_messages=rt.settings.pipeline.context_messages
-        )
-    except NotFound:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no case {case_id}") from None
+    detail = await rt.store.get_case(
+        case_id, context_messages=rt.settings.pipeline.context_messages
+    )
     return detail_json(detail)
 
 
@@ -160,8 +156,6 @@ async def post_reply(
             visibility=Visibility(body.visibility),
             entry_id=body.entry_id,
         )
-    except NotFound:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no case {case_id}") from None
     except ReplyRefused as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     return reply_json(reply)

@@ -11,7 +11,6 @@ from fastapi.templating import Jinja2Templates
 
 from bot.models import CaseStatus, User, Visibility, utcnow
 from bot.passwords import verify_password
-from bot.store import NotFound
 from console.auth import CSRF_FIELD, LoginThrottle, check_csrf, csrf_token, require, runtime
 from console.replies import ReplyRefused, send_reply
 
@@ -108,12 +107,9 @@ async def case_page(
     request: Request, case_id: int, user: PageUser, use: str | None = None
 ) -> HTMLResponse:
     rt = runtime(request)
-    try:
-        detail = await rt.store.get_case(
-            case_id, context_messages=rt.settings.pipeline.context_messages
-        )
-    except NotFound:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no case {case_id}") from None
+    detail = await rt.store.get_case(
+        case_id, context_messages=rt.settings.pipeline.context_messages
+    )
     chosen = next((s for s in detail.suggestions if s.entry_id == use), None)
     draft = request.session.pop("draft", None)
     reply_text = draft if isinstance(draft, str) else (chosen.answer if chosen else "")
@@ -153,8 +149,6 @@ async def reply(
             visibility=chosen,
             entry_id=entry_id or None,
         )
-    except NotFound:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no case {case_id}") from None
     except ReplyRefused as exc:
         request.session["flash"] = {"kind": "error", "text": f"Not sent: {exc}."}
         request.session["draft"] = text
