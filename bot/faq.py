@@ -1,29 +1,81 @@
-"""The FAQ as the engine uses it: imported into the store, indexed, searched, suggested."""
+"""The FAQ as the engine uses it: imported into the store, embedded, indexed, searched."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bot.store import Store
 from knowledge_base import CONTENT_DIR, Entry, Hit, SearchIndex, load_dir
+from knowledge_base.embedder import Embedder, Vectors
+from knowledge_base.search import embed_entries, variant_texts
 
 logger = logging.getLogger(__name__)
 
+Progress = Callable[[int, int], None]
+
 
 class FAQ:
-    """Holds the search index over the store's FAQ entries; :meth:`refresh` after edits."""
+    """Holds the search index over the store's FAQ entries; :meth:`refresh` after edits.
 
-    def __init__(self, store: Store, *, suggest_statuses: Sequence[str]) -> None:
+    Embeddings of question variants are computed once per entry revision and model, and
+    kept in the store; a new model or an edited entry is embedded again at refresh.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        suggest_statuses: Sequence[str],
+        embedder: Embedder | None = None,
+        mode: str = "lexical",
+        lexical_weight: float = 0.3,
+    ) -> None:
         self.store = store
         self.suggest_statuses = tuple(suggest_statuses)
+        self.embedder = embedder
+        self.mode = mode if embedder is not None else "lexical"
+        self.lexical_weight = lexical_weight
         self._index = SearchIndex([])
 
-    async def refresh(self) -> int:
+    async def refresh(self, *, progress: Progress | None = None) -> int:
+        """Rebuild the index from the store, embedding what is new. Returns the entry count."""
         entries = await self.store.faq_entries()
-        self._index = SearchIndex(entries)
+        vectors: dict[str, Vectors] = {}
+        if self.embedder is not None and self.mode != "lexical":
+            vectors = await self._vectors(entries, self.embedder, progress)
+        self._index = SearchIndex(
+            entries,
+            embedder=self.embedder if self.mode != "lexical" else None,
+            vectors=vectors,
+            mode=self.mode,
+            lexical_weight=self.lexical_weight,
+        )
         return len(entries)
+
+    async def _vectors(
+        self, entries: list[Entry], embedder: Embedder, progress: Progress | None
+    ) -> dict[str, Vectors]:
+        revisions = await self.store.faq_revisions()
+        cached = await self.store.faq_vectors(embedder.name)
+        stale = [
+            e
+            for e in entries
+            if e.id not in cached
+            or cached[e.id][0] != revisions[e.id]
+            or len(cached[e.id][1]) != len(variant_texts(e))
+        ]
+        if stale:
+            logger.info("embedding %d FAQ entries with %s", len(stale), embedder.name)
+            fresh = await asyncio.to_thread(embed_entries, stale, embedder, progress=progress)
+            for entry_id, matrix in fresh.items():
+                await self.store.save_faq_vectors(
+                    entry_id, model=embedder.name, revision=revisions[entry_id], vectors=matrix
+                )
+                cached[entry_id] = (revisions[entry_id], matrix)
+        return {e.id: cached[e.id][1] for e in entries}
 
     def search(
         self,

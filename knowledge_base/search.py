@@ -11,11 +11,13 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import snowballstemmer
 
+from knowledge_base.embedder import Embedder, Vectors
 from knowledge_base.entry import LANGUAGES, Entry
 
 _STEMMERS = {"nl": "dutch", "fr": "french", "en": "english"}
@@ -69,6 +71,41 @@ class Hit:
     score: float
     language: str  # language whose text matched best
     why: tuple[str, ...]  # the query words that matched
+    variant: str | None = None  # the question variant most similar in meaning
+
+
+MODES = ("lexical", "semantic", "hybrid")
+
+
+def variant_texts(entry: Entry) -> list[tuple[str, str]]:
+    """(language, question) pairs of an entry, in a stable order: what gets embedded."""
+    return [(lang, q) for lang in LANGUAGES for q in entry.questions.get(lang, ())]
+
+
+def embed_entries(
+    entries: Iterable[Entry],
+    embedder: Embedder,
+    *,
+    batch: int = 64,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Vectors]:
+    """Vectors of every entry's question variants, in :func:`variant_texts` order."""
+    entries = list(entries)
+    pairs = [(e.id, text) for e in entries for _, text in variant_texts(e)]
+    vectors: list[Vectors] = []
+    for start in range(0, len(pairs), batch):
+        chunk = [text for _, text in pairs[start : start + batch]]
+        vectors.append(embedder.embed(chunk))
+        if progress is not None:
+            progress(min(start + batch, len(pairs)), len(pairs))
+    matrix = np.vstack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
+    out: dict[str, Vectors] = {}
+    row = 0
+    for entry in entries:
+        n = len(variant_texts(entry))
+        out[entry.id] = matrix[row : row + n]
+        row += n
+    return out
 
 
 class _Field:
@@ -124,9 +161,29 @@ class _Field:
 
 
 class SearchIndex:
-    """An in-memory index over FAQ entries; rebuild it when the FAQ changes."""
+    """An in-memory index over FAQ entries; rebuild it when the FAQ changes.
 
-    def __init__(self, entries: Iterable[Entry]) -> None:
+    ``mode`` picks lexical BM25, semantic similarity to the question variants (needs an
+    embedder and the variants' vectors), or a hybrid: similarity plus ``lexical_weight``
+    times the BM25 score scaled to the best hit's.
+    """
+
+    def __init__(
+        self,
+        entries: Iterable[Entry],
+        *,
+        embedder: Embedder | None = None,
+        vectors: Mapping[str, Vectors] | None = None,
+        mode: str = "lexical",
+        lexical_weight: float = 0.3,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
+        if mode != "lexical" and embedder is None:
+            raise ValueError(f"search mode {mode!r} needs an embedder")
+        self.mode = mode
+        self.lexical_weight = lexical_weight
+        self.embedder = embedder
         self._entries = {e.id: e for e in entries}
         self._fields = {lang: _Field(lang) for lang in LANGUAGES}
         for entry in self._entries.values():
@@ -135,9 +192,54 @@ class SearchIndex:
                 answer = entry.answers.get(lang, "")
                 if questions or answer:
                     self._fields[lang].add(entry.id, f"{questions} {questions} {answer}")
+        # All variant vectors in one matrix; entry i owns rows offsets[i]:offsets[i+1].
+        self._owners: list[str] = []
+        self._variants: list[tuple[str, str]] = []
+        self._offsets: list[int] = []
+        blocks: list[Vectors] = []
+        if mode != "lexical":
+            vectors = vectors or {}
+            missing = [eid for eid in self._entries if eid not in vectors]
+            if missing:
+                raise ValueError(f"no vectors for FAQ entries: {', '.join(sorted(missing))}")
+            for eid, entry in self._entries.items():
+                texts = variant_texts(entry)
+                matrix = vectors[eid]
+                if len(texts) != len(matrix):
+                    raise ValueError(f"{eid}: {len(matrix)} vectors for {len(texts)} variants")
+                if not texts:
+                    continue
+                self._owners.append(eid)
+                self._offsets.append(sum(len(b) for b in blocks))
+                self._variants.extend(texts)
+                blocks.append(matrix)
+        self._matrix = np.vstack(blocks) if blocks else None
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def _lexical(self, query: str, language: str | None) -> dict[str, tuple[float, str, set[str]]]:
+        best: dict[str, tuple[float, str, set[str]]] = {}
+        for lang, fld in self._fields.items():
+            for entry_id, (score, matched) in fld.score(query).items():
+                if lang == language:
+                    score *= 1.05
+                if entry_id not in best or score > best[entry_id][0]:
+                    best[entry_id] = (score, lang, matched)
+        return best
+
+    def _semantic(self, query: str) -> dict[str, tuple[float, int]]:
+        if self._matrix is None or self.embedder is None or not query.strip():
+            return {}
+        q = self.embedder.embed([query])[0]
+        sims = self._matrix @ q
+        peaks = np.maximum.reduceat(sims, self._offsets)
+        out: dict[str, tuple[float, int]] = {}
+        for i, eid in enumerate(self._owners):
+            end = self._offsets[i + 1] if i + 1 < len(self._offsets) else len(sims)
+            row = self._offsets[i] + int(np.argmax(sims[self._offsets[i] : end]))
+            out[eid] = (float(peaks[i]), row)
+        return out
 
     def search(
         self,
@@ -151,17 +253,24 @@ class SearchIndex:
 
         ``language`` (the asker's) breaks near-ties in favour of entries written in it.
         """
-        best: dict[str, tuple[float, str, set[str]]] = {}
-        for lang, fld in self._fields.items():
-            for entry_id, (score, matched) in fld.score(query).items():
-                if lang == language:
-                    score *= 1.05
-                if entry_id not in best or score > best[entry_id][0]:
-                    best[entry_id] = (score, lang, matched)
-        hits = [
-            Hit(self._entries[eid], round(score, 4), lang, tuple(sorted(matched)))
-            for eid, (score, lang, matched) in best.items()
-            if statuses is None or self._entries[eid].status in statuses
-        ]
+        lexical = self._lexical(query, language)
+        semantic = self._semantic(query) if self.mode != "lexical" else {}
+        top_lexical = max((v[0] for v in lexical.values()), default=0.0) or 1.0
+        hits: list[Hit] = []
+        for eid in lexical.keys() | semantic.keys():
+            entry = self._entries[eid]
+            if statuses is not None and entry.status not in statuses:
+                continue
+            lex_score, lex_lang, matched = lexical.get(eid, (0.0, "", set()))
+            variant = None
+            if self.mode == "lexical":
+                score, lang = lex_score, lex_lang
+            else:
+                sim, row = semantic.get(eid, (0.0, -1))
+                lang, variant = self._variants[row] if row >= 0 else (lex_lang, None)
+                score = sim
+                if self.mode == "hybrid":
+                    score += self.lexical_weight * lex_score / top_lexical
+            hits.append(Hit(entry, round(score, 4), lang, tuple(sorted(matched)), variant))
         hits.sort(key=lambda h: (-h.score, h.entry.id))
         return hits[: max(top, 0)]

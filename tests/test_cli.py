@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
+from bot.migrate import head_revision
 from knowledge_base import load_dir
 
 SEED = load_dir()
+
+HEAD = head_revision()
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ def test_init_creates_the_store_and_imports_the_seed_faq(cli: Cli) -> None:
 
     assert (result.code, result.err) == (0, "")
     assert result.out.splitlines() == [
-        "store ready at schema 0001 (sqlite+aiosqlite)",
+        f"store ready at schema {HEAD} (sqlite+aiosqlite)",
         f"imported {len(SEED)} FAQ entries",
     ]
     assert (cli.tmp_path / "p.db").is_file()
@@ -95,7 +98,7 @@ def test_second_init_imports_nothing(cli: Cli) -> None:
 
     assert (result.code, result.err) == (0, "")
     assert result.out.splitlines() == [
-        "store ready at schema 0001 (sqlite+aiosqlite)",
+        f"store ready at schema {HEAD} (sqlite+aiosqlite)",
         f"FAQ already holds {len(SEED)} entries; nothing imported",
     ]
 
@@ -103,9 +106,9 @@ def test_second_init_imports_nothing(cli: Cli) -> None:
 def test_migrate_brings_a_new_store_to_the_head(cli: Cli) -> None:
     result = cli("migrate")
 
-    assert result == Result(0, "schema at 0001\n", "")
+    assert result == Result(0, f"schema at {HEAD}\n", "")
     assert (cli.tmp_path / "p.db").is_file()
-    assert cli("migrate") == Result(0, "schema at 0001\n", "")
+    assert cli("migrate") == Result(0, f"schema at {HEAD}\n", "")
 
 
 # -- users --------------------------------------------------------------------------------
@@ -435,7 +438,7 @@ def test_database_url_from_the_environment_wins(cli: Cli, monkeypatch: pytest.Mo
 
     result = cli("migrate")
 
-    assert result == Result(0, "schema at 0001\n", "")
+    assert result == Result(0, f"schema at {HEAD}\n", "")
     assert env_db.is_file()
     assert not (cli.tmp_path / "p.db").exists()
 
