@@ -17,6 +17,7 @@ from bot.models import Channel, Detection, IncomingMessage, OptIn, StoredMessage
 from bot.pseudonym import Pseudonymizer
 from bot.settings import Settings
 from bot.store import Store, SuggestionRow
+from knowledge_base import Hit
 from prompts import NOTICE_VERSION, Prompts
 
 logger = logging.getLogger(__name__)
@@ -24,6 +25,13 @@ logger = logging.getLogger(__name__)
 # Longer texts are cut before storage: no chat platform allows more, and a bigger one is
 # an attack or a paste, not a question.
 MAX_TEXT_CHARS = 8000
+
+
+def _why(hit: Hit) -> tuple[str, ...]:
+    """What a volunteer sees as the reason for a suggestion: the shared words, and the
+    question variant closest in meaning."""
+    similar = (f'close to "{hit.variant}"',) if hit.variant else ()
+    return (*hit.why, *similar)
 
 
 @dataclass(frozen=True)
@@ -126,7 +134,7 @@ class Pipeline:
                 language=detection.language,
             )
             suggestions = [
-                SuggestionRow(h.entry.id, rank, h.score, h.why)
+                SuggestionRow(h.entry.id, rank, h.score, _why(h))
                 for rank, h in enumerate(hits, start=1)
             ] or None  # nothing matched: keep what the case had
         case_id = await self.store.file_message(

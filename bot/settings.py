@@ -464,3 +464,62 @@ def load_settings(
 
     sections = {name: cls(**values[name]) for name, cls in _section_classes().items()}
     return Settings(**sections, source=where)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, Secret):
+        return '""'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(f'"{item}"' for item in value) + "]"
+    return f'"{value}"'
+
+
+def render_example() -> str:
+    """``config.example.toml``: every setting, commented out at its default."""
+    import textwrap
+
+    lines = [
+        "# peerdesk settings: every setting, with its default.",
+        "#",
+        "# Copy this file to peerdesk.toml (read from the working directory), or point at it",
+        "# with --config PATH or PEERDESK_CONFIG. Uncomment a line to change it. Each setting",
+        "# can also be set from the environment, which wins over the file:",
+        "# PEERDESK_<SECTION>_<KEY>, e.g. PEERDESK_DATABASE_URL. Give secrets through the",
+        "# environment, never in a shared file. A malformed file or value stops startup with",
+        "# a message naming the file and the key.",
+        "# (Generated from bot/settings.py by scripts/gen-docs.)",
+    ]
+    section = None
+    for info in declared_settings():
+        if info.section != section:
+            lines += ["", f"[{info.section}]"]
+            section = info.section
+        else:
+            lines.append("")
+        lines += ["# " + line for line in textwrap.wrap(info.help, 86)]
+        lines.append(f"# Environment: {info.env}")
+        lines.append(f"# {info.key} = {_toml_value(info.default)}")
+    return "\n".join(lines) + "\n"
+
+
+def render_table() -> str:
+    """``docs/configuration.md``: the same settings as a table."""
+    lines = [
+        "# Configuration",
+        "",
+        "Every setting, its default and its environment variable; `config.example.toml` has",
+        "the same list as a file to copy. Both are generated from `bot/settings.py` by",
+        "`scripts/gen-docs`, and the tests fail when they fall behind. Precedence: the",
+        "environment, then the file, then the default.",
+        "",
+        "| setting | default | environment | what it does |",
+        "|---|---|---|---|",
+    ]
+    for info in declared_settings():
+        default = _toml_value(info.default)
+        lines.append(f"| `{info.name}` | `{default}` | `{info.env}` | {info.help} |")
+    return "\n".join(lines) + "\n"

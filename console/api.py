@@ -182,6 +182,7 @@ async def faq_search(
                 "status": hit.entry.status,
                 "score": hit.score,
                 "why": list(hit.why),
+                "variant": hit.variant,
                 "language": language,
                 "question": hit.entry.question(language),
                 "answer": answer,

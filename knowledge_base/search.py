@@ -22,6 +22,8 @@ from knowledge_base.entry import LANGUAGES, Entry
 
 _STEMMERS = {"nl": "dutch", "fr": "french", "en": "english"}
 _WORD = re.compile(r"[a-z0-9]+")
+# Elisions ("c'est", "j'ai", "qu'on") would leave lone letters that match slang ("c").
+_ELIDED = re.compile(r"\b(?:qu|[cjldsnmt])['’]")
 _NUMBER = re.compile(r"\d+")
 
 # Words too common to tell entries apart; kept short on purpose (slang must survive).
@@ -54,7 +56,7 @@ def fold(text: str) -> str:
 def tokens(text: str) -> list[str]:
     """Words of ``text``; a number followed by a word also yields them joined, so that
     "3-MMC", "3 mmc" and "3mmc" meet."""
-    words = _WORD.findall(fold(text))
+    words = _WORD.findall(_ELIDED.sub(" ", fold(text)))
     out: list[str] = []
     for i, word in enumerate(words):
         out.append(word)

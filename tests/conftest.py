@@ -113,6 +113,8 @@ def make_settings(tmp_path: Path, database_url: str, **env: str) -> Settings:
         "PEERDESK_OUTBOX_POLL_SECONDS": "0.05",
         "PEERDESK_OUTBOX_RETRY_SECONDS": "0",
         "PEERDESK_KNOWLEDGE_BASE_SUGGEST_STATUSES": "published,in_review",
+        # Lexical search keeps most tests fast; tests/test_faq.py covers the embedders.
+        "PEERDESK_KNOWLEDGE_BASE_SEARCH_MODE": "lexical",
         **env,
     }
     return load_settings(None, environ=environ, cwd=tmp_path)

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections import deque
 from datetime import UTC, datetime
 
+import numpy as np
+
 from bot.adapter import Adapter, Inbox
 from bot.models import ChannelRef, IncomingMessage, OptIn, OutgoingMessage
 from bot.pipeline import IngestResult
+from knowledge_base.embedder import Embedder
 
 
 class FakeAdapter(Adapter):
@@ -78,3 +81,38 @@ def opt_in(chat: ChannelRef | None = None) -> OptIn:
     return OptIn(
         channel=chat or channel(), admin_id="admin-1", admin_name="Admin", at=datetime.now(UTC)
     )
+
+
+class FakeEmbedder(Embedder):
+    """Bag-of-words vectors over a fixed vocabulary: deterministic, and counts its calls."""
+
+    def __init__(self, name: str = "fake", vocabulary: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.name = name
+        self.vocabulary = vocabulary or (
+            "xtc",
+            "alcohol",
+            "coke",
+            "festival",
+            "water",
+            "hoelang",
+            "mix",
+            "slaap",
+        )
+        self.calls: list[list[str]] = []
+
+    def _load(self) -> object:
+        return self
+
+    def _encode(self, model: object, texts: list[str], *, query: bool) -> object:
+        self.calls.append(texts)
+        rows = []
+        for text in texts:
+            words = text.lower().split()
+            row = [float(sum(w.startswith(v) for w in words)) for v in self.vocabulary]
+            rows.append([*row, 0.01])  # never all zero
+        return np.array(rows, dtype=np.float32)
+
+    @property
+    def embedded(self) -> int:
+        return sum(len(c) for c in self.calls)

@@ -6,7 +6,14 @@ import re
 import tomllib
 from pathlib import Path
 
-from bot.settings import Secret, Settings, declared_settings, load_settings
+from bot.settings import (
+    Secret,
+    Settings,
+    declared_settings,
+    load_settings,
+    render_example,
+    render_table,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.example.toml"
@@ -34,6 +41,12 @@ def test_example_config_shows_the_defaults(tmp_path: Path) -> None:
     loaded = load_settings(str(path), environ={}, cwd=tmp_path)
     assert loaded == Settings()
     assert loaded.console.secret_key == Secret("")
+
+
+def test_generated_files_are_up_to_date() -> None:
+    """Run scripts/gen-docs after changing a setting."""
+    assert EXAMPLE.read_text(encoding="utf-8") == render_example()
+    assert (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8") == render_table()
 
 
 def test_configuration_doc_lists_every_setting() -> None:

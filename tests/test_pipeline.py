@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bot.models import CaseStatus, OutboxStatus
 from bot.pipeline import MAX_TEXT_CHARS
-from bot.runtime import Runtime
+from bot.runtime import Runtime, build_runtime
+from knowledge_base import Entry, to_markdown
+from tests.conftest import make_settings
 from tests.fakes import channel, message, opt_in
 
 
@@ -115,10 +119,34 @@ async def test_recover_processes_messages_stored_before_a_crash(runtime: Runtime
     assert await runtime.pipeline.recover() == 0
 
 
-async def test_follow_up_suggestions_cover_the_whole_conversation(runtime: Runtime) -> None:
-    await runtime.pipeline.opt_in(opt_in())
-    first = await runtime.pipeline.ingest(message("is xtc met alcohol gevaarlijk?", "1"))
-    await runtime.pipeline.ingest(message("en hoelang kan je coke terugvinden in je pis?", "2"))
-    assert first is not None and first.case_id is not None
-    detail = await runtime.store.get_case(first.case_id)
-    assert {"combo_mdma_alcohol", "detection_times"} <= {s.entry_id for s in detail.suggestions}
+async def test_follow_up_suggestions_cover_the_whole_conversation(
+    tmp_path: Path, database_url: str
+) -> None:
+    content = tmp_path / "faq"
+    content.mkdir()
+    for topic, question in [
+        ("combo_mdma_alcohol", "xtc en alcohol samen"),
+        ("detection_times", "hoelang kan je coke terugvinden in je urine"),
+        ("festival_tips", "wat neem ik mee naar een festival"),
+    ]:
+        entry = Entry(
+            id=topic,
+            topic=topic,
+            status="in_review",
+            questions={"nl": (question,)},
+            answers={"nl": f"Antwoord over {topic}."},
+        )
+        (content / f"{topic}.md").write_text(to_markdown(entry), encoding="utf-8")
+    settings = make_settings(
+        tmp_path, database_url, PEERDESK_KNOWLEDGE_BASE_CONTENT_DIR=str(content)
+    )
+    rt = await build_runtime(settings)
+    try:
+        await rt.pipeline.opt_in(opt_in())
+        first = await rt.pipeline.ingest(message("is xtc met alcohol gevaarlijk?", "1"))
+        await rt.pipeline.ingest(message("en hoelang kan je coke terugvinden in je pis?", "2"))
+        assert first is not None and first.case_id is not None
+        detail = await rt.store.get_case(first.case_id)
+        assert {s.entry_id for s in detail.suggestions} == {"combo_mdma_alcohol", "detection_times"}
+    finally:
+        await rt.close()
