@@ -62,6 +62,19 @@ async def ensure_demo_user(rt: Runtime) -> None:
             await rt.store.add_user(DEMO_USERNAME, hash_password(DEMO_PASSWORD), Role.COORDINATOR)
 
 
+MAINTENANCE_SECONDS = 3600.0
+
+
+async def _maintain(rt: Runtime, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await rt.maintain()
+        except Exception:
+            logger.exception("maintenance failed; trying again later")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=MAINTENANCE_SECONDS)
+
+
 async def run(
     settings: Settings,
     *,
@@ -82,6 +95,7 @@ async def run(
         sock.close()
         raise
     outbox_task: asyncio.Task[None] | None = None
+    maintenance_task: asyncio.Task[None] | None = None
     server_task: asyncio.Task[None] | None = None
     started: list[Any] = []
     try:
@@ -92,6 +106,7 @@ async def run(
             await adapter.start(rt.pipeline)
             started.append(adapter)
         outbox_task = asyncio.create_task(rt.outbox.run(stop), name="outbox")
+        maintenance_task = asyncio.create_task(_maintain(rt, stop), name="maintenance")
 
         config = uvicorn.Config(
             app_factory(rt),
@@ -128,5 +143,7 @@ async def run(
                 logger.exception("adapter %s did not stop cleanly", adapter.platform)
         if outbox_task is not None:
             await outbox_task
+        if maintenance_task is not None:
+            await maintenance_task
         await rt.close()
         sock.close()

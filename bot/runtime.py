@@ -43,6 +43,14 @@ class Runtime:
     demo: DemoAdapter | None = None
     started_at: datetime = field(default_factory=utcnow)
 
+    async def maintain(self) -> None:
+        """Housekeeping that runs at start and then hourly: FAQ entries past their
+        review-by date expire and leave the suggestions."""
+        expired = await self.store.expire_faq_entries(utcnow().date())
+        if expired:
+            logger.info("FAQ entries expired (review date passed): %s", ", ".join(expired))
+            await self.faq.refresh()
+
     async def close(self) -> None:
         await self.store.close()
 

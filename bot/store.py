@@ -7,10 +7,11 @@ in one transaction.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,15 @@ class SuggestionRow:
     rank: int
     score: float
     why: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FaqRevision:
+    revision: int
+    status: str
+    author: str
+    created_at: datetime
+    entry: Entry
 
 
 @dataclass(frozen=True)
@@ -1029,6 +1039,60 @@ class Store:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [_entry_from_row(r) for r in rows]
+
+    async def faq_entry(self, entry_id: str) -> tuple[Entry, int]:
+        """One entry as it is now, with its revision number."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(sa.select(t.faq_entries).where(t.faq_entries.c.id == entry_id))
+            ).first()
+        if row is None:
+            raise NotFound(f"no FAQ entry {entry_id!r}")
+        return _entry_from_row(row), int(row.revision)
+
+    async def faq_history(self, entry_id: str) -> list[FaqRevision]:
+        """Every saved revision of an entry, newest first."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(t.faq_revisions, t.faq_entries.c.topic)
+                    .join(t.faq_entries, t.faq_entries.c.id == t.faq_revisions.c.entry_id)
+                    .where(t.faq_revisions.c.entry_id == entry_id)
+                    .order_by(t.faq_revisions.c.revision.desc())
+                )
+            ).all()
+        if not rows:
+            raise NotFound(f"no FAQ entry {entry_id!r}")
+        return [
+            FaqRevision(
+                revision=r.revision,
+                status=r.status,
+                author=r.author,
+                created_at=r.created_at,
+                entry=Entry.from_content(
+                    id=r.entry_id, topic=r.topic, status=r.status, content=r.content
+                ),
+            )
+            for r in rows
+        ]
+
+    async def expire_faq_entries(self, today: date) -> list[str]:
+        """Entries past their review-by date leave the suggestions: status expired."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(t.faq_entries).where(
+                        t.faq_entries.c.status.in_(["published", "in_review"]),
+                        t.faq_entries.c.review_by < today,
+                    )
+                )
+            ).all()
+        expired = []
+        for row in rows:
+            entry = dataclasses.replace(_entry_from_row(row), status="expired")
+            await self.save_faq_entry(entry, author="review date passed")
+            expired.append(entry.id)
+        return expired
 
     async def faq_revisions(self) -> dict[str, int]:
         """Each entry's current revision number."""

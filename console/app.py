@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.runtime import Runtime
 from bot.store import NotFound
-from console import api, pages
+from console import api, faq_pages, pages
 from console.auth import LoginRequired, LoginThrottle
 
 VERSION = "0.1.0"
@@ -118,6 +118,7 @@ def create_app(rt: Runtime) -> FastAPI:
 
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.include_router(faq_pages.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), "static")
     app.add_middleware(
         SessionMiddleware,

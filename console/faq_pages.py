@@ -1,0 +1,217 @@
+"""FAQ pages: the list with the experts' to-do, an entry with its history, the editor,
+status changes (draft → in review → published → expired) and diffs between revisions."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import difflib
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from bot.models import Role, User, utcnow
+from console.auth import require, runtime
+from console.pages import render
+from knowledge_base import Entry, EntryError, Source, to_markdown
+from knowledge_base.entry import LANGUAGES, STATUSES
+
+router = APIRouter(include_in_schema=False)
+
+Reader = Annotated[User, Depends(require(page=True))]
+Editor = Annotated[User, Depends(require(Role.EXPERT, Role.COORDINATOR, page=True))]
+
+# Which status an expert may move an entry to from each status.
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "draft": ("in_review",),
+    "in_review": ("published", "draft"),
+    "published": ("in_review", "expired"),
+    "expired": ("in_review",),
+}
+DUE_SOON = dt.timedelta(days=30)
+
+
+def _todo(entry: Entry, today: dt.date) -> str | None:
+    """Why an entry needs an expert, if it does."""
+    if entry.status == "in_review":
+        return "waiting for review"
+    if entry.status == "expired":
+        return "expired: review and publish again"
+    if entry.status == "published" and entry.review_by and entry.review_by <= today + DUE_SOON:
+        return f"review due by {entry.review_by.isoformat()}"
+    if entry.status == "draft":
+        return "draft"
+    return None
+
+
+@router.get("/faq")
+async def faq_list(request: Request, user: Reader) -> HTMLResponse:
+    rt = runtime(request)
+    entries = await rt.store.faq_entries()
+    today = utcnow().date()
+    rows = [(e, _todo(e, today)) for e in entries]
+    todo = [(e, why) for e, why in rows if why and why != "draft"]
+    return render(
+        request,
+        "faq_list.html",
+        {"user": user, "rows": rows, "todo": todo, "suggested": rt.faq.suggest_statuses},
+    )
+
+
+@router.get("/faq/{entry_id}")
+async def faq_entry(request: Request, entry_id: str, user: Reader) -> HTMLResponse:
+    rt = runtime(request)
+    entry, revision = await rt.store.faq_entry(entry_id)
+    history = await rt.store.faq_history(entry_id)
+    return render(
+        request,
+        "faq_entry.html",
+        {
+            "user": user,
+            "entry": entry,
+            "revision": revision,
+            "history": history,
+            "can_edit": user.role in (Role.EXPERT, Role.COORDINATOR),
+            "next_statuses": TRANSITIONS.get(entry.status, ()),
+            "languages": LANGUAGES,
+        },
+    )
+
+
+@router.get("/faq/{entry_id}/edit")
+async def faq_edit_form(request: Request, entry_id: str, user: Editor) -> HTMLResponse:
+    entry, revision = await runtime(request).store.faq_entry(entry_id)
+    return render(
+        request,
+        "faq_edit.html",
+        {"user": user, "entry": entry, "revision": revision, "languages": LANGUAGES, "error": None},
+    )
+
+
+def _lines(text: str) -> tuple[str, ...]:
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(w.strip() for w in text.split(",") if w.strip())
+
+
+def _sources(text: str) -> tuple[Source, ...]:
+    sources = []
+    for number, line in enumerate(_lines(text), start=1):
+        name, sep, url = line.rpartition("|")
+        if not sep or not name.strip() or not url.strip().startswith(("http://", "https://")):
+            raise EntryError(f"sources, line {number}: write 'name | https://address'")
+        sources.append(Source(name.strip(), url.strip()))
+    return tuple(sources)
+
+
+@router.post("/faq/{entry_id}/edit")
+async def faq_save(request: Request, entry_id: str, user: Editor) -> Response:
+    rt = runtime(request)
+    current, revision = await rt.store.faq_entry(entry_id)
+    form = await request.form()
+
+    def field(name: str) -> str:
+        value = form.get(name, "")
+        return value if isinstance(value, str) else ""
+
+    try:
+        if field("revision") != str(revision):
+            raise EntryError(
+                "someone saved this entry while you were editing; your text is below, "
+                "compare it with the latest revision before saving again"
+            )
+        questions = {lang: _lines(field(f"questions_{lang}")) for lang in LANGUAGES}
+        answers = {lang: field(f"answer_{lang}").strip() for lang in LANGUAGES}
+        for lang in LANGUAGES:
+            if answers[lang] and not questions[lang]:
+                raise EntryError(f"the {lang} answer needs at least one question")
+        if not any(answers.values()):
+            raise EntryError("write the answer in at least one language")
+        review_by = dt.date.fromisoformat(field("review_by")) if field("review_by") else None
+        edited = dataclasses.replace(
+            current,
+            questions={k: v for k, v in questions.items() if v},
+            answers={k: v for k, v in answers.items() if v},
+            sources=_sources(field("sources")),
+            substances=_words(field("substances")),
+            tags=_words(field("tags")),
+            review_by=review_by,
+        )
+    except (EntryError, ValueError) as exc:
+        draft = {name: field(name) for name in form if isinstance(name, str)}
+        return render(
+            request,
+            "faq_edit.html",
+            {
+                "user": user,
+                "entry": current,
+                "revision": revision,
+                "languages": LANGUAGES,
+                "error": str(exc),
+                "draft": draft,
+            },
+            code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
+    new_revision = await rt.store.save_faq_entry(edited, author=user.username)
+    await rt.faq.refresh()
+    message = f"Saved as revision {new_revision}." if new_revision != revision else "No change."
+    request.session["flash"] = {"kind": "ok", "text": message}
+    return RedirectResponse(f"/faq/{entry_id}", status_code=status.HTTP_303_SEE_OTHER)
+
+
+@router.post("/faq/{entry_id}/status")
+async def faq_status(
+    request: Request,
+    entry_id: str,
+    user: Editor,
+    new_status: Annotated[str, Form(alias="status")],
+) -> Response:
+    rt = runtime(request)
+    entry, _ = await rt.store.faq_entry(entry_id)
+    if new_status not in STATUSES or new_status not in TRANSITIONS.get(entry.status, ()):
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"an entry cannot go from {entry.status} to {new_status}"
+        )
+    changed = dataclasses.replace(entry, status=new_status)
+    if new_status == "published":
+        today = utcnow().date()
+        if entry.review_by is None or entry.review_by <= today:
+            request.session["flash"] = {
+                "kind": "error",
+                "text": "Set a review-by date in the future before publishing.",
+            }
+            return RedirectResponse(f"/faq/{entry_id}", status_code=status.HTTP_303_SEE_OTHER)
+        changed = dataclasses.replace(changed, reviewed_by=user.username)
+    await rt.store.save_faq_entry(changed, author=user.username)
+    await rt.faq.refresh()
+    label = new_status.replace("_", " ")
+    request.session["flash"] = {"kind": "ok", "text": f"Status changed to {label}."}
+    return RedirectResponse(f"/faq/{entry_id}", status_code=status.HTTP_303_SEE_OTHER)
+
+
+@router.get("/faq/{entry_id}/diff")
+async def faq_diff(
+    request: Request, entry_id: str, user: Reader, old: int, new: int
+) -> HTMLResponse:
+    history = {r.revision: r for r in await runtime(request).store.faq_history(entry_id)}
+    if old not in history or new not in history:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such revision")
+    before = to_markdown(history[old].entry).splitlines()
+    after = to_markdown(history[new].entry).splitlines()
+    lines = list(
+        difflib.unified_diff(before, after, f"revision {old}", f"revision {new}", lineterm="")
+    )
+    return render(
+        request,
+        "faq_diff.html",
+        {
+            "user": user,
+            "entry_id": entry_id,
+            "old": history[old],
+            "new": history[new],
+            "lines": lines,
+        },
+    )
