@@ -45,6 +45,7 @@ class FAQ:
         entries = await self.store.faq_entries()
         vectors: dict[str, Vectors] = {}
         if self.embedder is not None and self.mode != "lexical":
+            await asyncio.to_thread(self.embedder.load)
             vectors = await self._vectors(entries, self.embedder, progress)
         self._index = SearchIndex(
             entries,
@@ -88,6 +89,20 @@ class FAQ:
         """Search; ``statuses`` defaults to the statuses that may be suggested."""
         chosen = self.suggest_statuses if statuses is None else tuple(statuses)
         return self._index.search(query, top=top, statuses=chosen, language=language)
+
+    async def search_async(
+        self,
+        query: str,
+        *,
+        top: int = 3,
+        language: str | None = None,
+        statuses: Sequence[str] | None = None,
+    ) -> list[Hit]:
+        """:meth:`search` in a worker thread: embedding a query is CPU work that must not
+        hold up the event loop (the console, the bots and the outbox share it)."""
+        return await asyncio.to_thread(
+            self.search, query, top=top, language=language, statuses=statuses
+        )
 
     async def import_dir(self, path: Path | None = None, *, author: str = "import") -> int:
         """Import every entry file in ``path`` (default: the seed FAQ). Returns how many."""

@@ -129,6 +129,7 @@ class StoredMessage:
     reasons: tuple[Reason, ...]
     language: str | None
     substances: tuple[str, ...]
+    detected: bool = True
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 # Longer texts are cut before storage: no chat platform allows more, and a bigger one is
 # an attack or a paste, not a question.
 MAX_TEXT_CHARS = 8000
+MAX_QUERY_CHARS = 2000
 
 
 def _why(hit: Hit) -> tuple[str, ...]:
@@ -92,22 +93,34 @@ class Pipeline:
             )
         author = self.pseudonymize(ref.platform, message.author_id)
         message_id, created = await self.store.insert_message(channel.id, message, author)
-        if not created:
-            stored = await self.store.get_message(message_id)
-            return IngestResult(message_id, False, None, stored.case_id)
-        await self.store.remember_contact(author, ref.platform, message.author_id)
         stored = await self.store.get_message(message_id)
+        if not created and stored.detected:
+            return IngestResult(message_id, False, None, stored.case_id)
+        # New, or stored earlier but never processed (processing failed): process it now.
         detection, case_id = await self._process(stored, channel)
-        return IngestResult(message_id, True, detection, case_id)
+        if case_id is not None:
+            # Only people whose message is part of a case may get a private reply, so only
+            # their platform address is kept.
+            await self.store.remember_contact(author, ref.platform, message.author_id)
+        return IngestResult(message_id, created, detection, case_id)
 
     async def recover(self) -> int:
-        """Detect messages that were stored but never processed. Returns how many."""
-        pending = await self.store.undetected_messages()
-        for stored, channel in pending:
-            await self._process(stored, channel)
-        if pending:
-            logger.info("recovered %d stored but unprocessed messages", len(pending))
-        return len(pending)
+        """Process messages that were stored but never processed. Returns how many were.
+
+        One message that keeps failing is logged and skipped, so it cannot hold up the
+        others; it is tried again at the next call.
+        """
+        recovered = 0
+        for stored, channel in await self.store.undetected_messages():
+            try:
+                await self._process(stored, channel)
+            except Exception:
+                logger.exception("message %s could not be processed; will retry", stored.id)
+            else:
+                recovered += 1
+        if recovered:
+            logger.info("recovered %d stored but unprocessed messages", recovered)
+        return recovered
 
     async def _process(
         self, stored: StoredMessage, channel: Channel
@@ -128,10 +141,10 @@ class Pipeline:
             # A follow-up is searched together with what the case already asked, so the
             # suggestions cover the whole conversation, not only its latest line.
             earlier = await self.store.case_flagged_texts(case_id) if case_id else []
-            hits = self.faq.search(
-                " ".join([*earlier, stored.text]),
-                top=self.settings.pipeline.suggestions,
-                language=detection.language,
+            # The newest words count most; a long thread is cut from the front.
+            query = " ".join([*earlier, stored.text])[-MAX_QUERY_CHARS:]
+            hits = await self.faq.search_async(
+                query, top=self.settings.pipeline.suggestions, language=detection.language
             )
             suggestions = [
                 SuggestionRow(h.entry.id, rank, h.score, _why(h))

@@ -62,17 +62,20 @@ async def ensure_demo_user(rt: Runtime) -> None:
             await rt.store.add_user(DEMO_USERNAME, hash_password(DEMO_PASSWORD), Role.COORDINATOR)
 
 
-MAINTENANCE_SECONDS = 3600.0
+MAINTENANCE_SECONDS = 60.0
 
 
 async def _maintain(rt: Runtime, stop: asyncio.Event) -> None:
-    while not stop.is_set():
+    """Run :meth:`Runtime.maintain` every MAINTENANCE_SECONDS until ``stop``."""
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=MAINTENANCE_SECONDS)
+        if stop.is_set():
+            return
         try:
             await rt.maintain()
         except Exception:
             logger.exception("maintenance failed; trying again later")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=MAINTENANCE_SECONDS)
 
 
 async def run(
@@ -101,7 +104,7 @@ async def run(
     try:
         if demo:
             await ensure_demo_user(rt)
-        await rt.pipeline.recover()
+        await rt.maintain()
         for adapter in rt.adapters.values():
             await adapter.start(rt.pipeline)
             started.append(adapter)

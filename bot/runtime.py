@@ -44,8 +44,10 @@ class Runtime:
     started_at: datetime = field(default_factory=utcnow)
 
     async def maintain(self) -> None:
-        """Housekeeping that runs at start and then hourly: FAQ entries past their
-        review-by date expire and leave the suggestions."""
+        """Housekeeping that runs at start and then every minute: messages stored but not
+        processed (a failure in between) are processed; FAQ entries past their review-by
+        date expire and leave the suggestions."""
+        await self.pipeline.recover()
         expired = await self.store.expire_faq_entries(utcnow().date())
         if expired:
             logger.info("FAQ entries expired (review date passed): %s", ", ".join(expired))

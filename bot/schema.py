@@ -210,6 +210,8 @@ replies = sa.Table(
     sa.Column("written_by", sa.ForeignKey("users.id"), nullable=False),
     sa.Column("approved_by", sa.ForeignKey("users.id"), nullable=False),
     sa.Column("entry_id", sa.String(100)),
+    # Set by the console per reply form (and by API callers): a resubmission is recognised.
+    sa.Column("request_key", sa.String(100), unique=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("approved_at", UTCDateTime, nullable=False),
     sa.Column("sent_at", UTCDateTime),

@@ -55,6 +55,10 @@ class NotFound(StoreError):
     pass
 
 
+class Conflict(StoreError):
+    """The request clashes with the current state (someone else got there first)."""
+
+
 @dataclass(frozen=True)
 class SuggestionRow:
     entry_id: str
@@ -126,6 +130,7 @@ def _message_from_row(row: Row[Any]) -> StoredMessage:
         reasons=_reasons(row.reasons),
         language=row.language,
         substances=tuple(row.substances or ()),
+        detected=row.detected,
     )
 
 
@@ -752,71 +757,118 @@ class Store:
         written_by: int,
         approved_by: int,
         entry_id: str | None = None,
+        request_key: str | None = None,
     ) -> Reply:
         """Record an approved reply and its outbox row in one transaction.
 
-        The case is claimed by the approver if nobody had it, and leaves the open queue.
+        The case is claimed by the approver if nobody had it, and leaves the open queue. A
+        case claimed by someone else, or dismissed, raises :class:`Conflict` (checked and
+        claimed in one statement, so two volunteers cannot both answer). A repeated
+        ``request_key`` (a double click, a retried API call) returns the reply it made
+        the first time instead of sending a second one.
         """
+        if request_key is not None:
+            existing = await self._reply_by_key(request_key)
+            if existing is not None:
+                return existing
         now = utcnow()
-        async with self.engine.begin() as conn:
-            case = (await conn.execute(sa.select(t.cases).where(t.cases.c.id == case_id))).first()
-            if case is None:
-                raise NotFound(f"no case {case_id}")
-            first = (
-                await conn.execute(
-                    sa.select(t.messages).where(t.messages.c.id == case.first_message_id)
+        try:
+            async with self.engine.begin() as conn:
+                claimed = await conn.execute(
+                    t.cases.update()
+                    .where(
+                        t.cases.c.id == case_id,
+                        t.cases.c.status != CaseStatus.DISMISSED.value,
+                        sa.or_(t.cases.c.claimed_by.is_(None), t.cases.c.claimed_by == approved_by),
+                    )
+                    .values(
+                        status=CaseStatus.ANSWERED.value,
+                        claimed_by=approved_by,
+                        claimed_at=sa.func.coalesce(t.cases.c.claimed_at, now),
+                        updated_at=now,
+                    )
                 )
-            ).one()
-            result = await conn.execute(
-                t.replies.insert().values(
-                    case_id=case_id,
-                    text=text,
-                    visibility=visibility.value,
-                    status=ReplyStatus.QUEUED.value,
-                    written_by=written_by,
-                    approved_by=approved_by,
-                    entry_id=entry_id,
-                    created_at=now,
-                    approved_at=now,
+                case = (
+                    await conn.execute(sa.select(t.cases).where(t.cases.c.id == case_id))
+                ).first()
+                if case is None:
+                    raise NotFound(f"no case {case_id}")
+                if not claimed.rowcount:
+                    if case.status == CaseStatus.DISMISSED.value:
+                        raise Conflict("this case was dismissed")
+                    holder = await conn.scalar(
+                        sa.select(t.users.c.username).where(t.users.c.id == case.claimed_by)
+                    )
+                    raise Conflict(f"this case is claimed by {holder}")
+                first = (
+                    await conn.execute(
+                        sa.select(t.messages).where(t.messages.c.id == case.first_message_id)
+                    )
+                ).one()
+                result = await conn.execute(
+                    t.replies.insert().values(
+                        case_id=case_id,
+                        text=text,
+                        visibility=visibility.value,
+                        status=ReplyStatus.QUEUED.value,
+                        written_by=written_by,
+                        approved_by=approved_by,
+                        entry_id=entry_id,
+                        request_key=request_key,
+                        created_at=now,
+                        approved_at=now,
+                    )
                 )
-            )
-            reply_id = result.inserted_primary_key[0]  # type: ignore[index]
-            await self._enqueue(
-                conn,
-                case.channel_id,
-                text,
-                kind="reply",
-                reply_id=reply_id,
-                visibility=visibility,
-                reply_to_message_id=first.platform_message_id,
-                recipient=case.author if visibility is Visibility.PRIVATE else None,
-            )
-            await conn.execute(
-                t.cases.update()
-                .where(t.cases.c.id == case_id)
-                .values(
-                    status=CaseStatus.ANSWERED.value,
-                    claimed_by=sa.func.coalesce(t.cases.c.claimed_by, approved_by),
-                    claimed_at=sa.func.coalesce(t.cases.c.claimed_at, now),
-                    updated_at=now,
+                reply_id = result.inserted_primary_key[0]  # type: ignore[index]
+                await self._enqueue(
+                    conn,
+                    case.channel_id,
+                    text,
+                    kind="reply",
+                    reply_id=reply_id,
+                    visibility=visibility,
+                    reply_to_message_id=first.platform_message_id,
+                    recipient=case.author if visibility is Visibility.PRIVATE else None,
                 )
-            )
-            await self._audit(
-                conn,
-                approved_by,
-                "reply.approve",
-                "reply",
-                reply_id,
-                {"case": case_id, "visibility": visibility.value, "written_by": written_by},
-            )
+                await self._audit(
+                    conn,
+                    approved_by,
+                    "reply.approve",
+                    "reply",
+                    reply_id,
+                    {"case": case_id, "visibility": visibility.value, "written_by": written_by},
+                )
+        except sa.exc.IntegrityError:
+            # The same request_key committed by a concurrent call: that reply stands.
+            if request_key is not None:
+                existing = await self._reply_by_key(request_key)
+                if existing is not None:
+                    return existing
+            raise
+        found = await self._reply_by_id(reply_id)
+        assert found is not None
+        return found
+
+    def _reply_query(self) -> sa.Select[Any]:
+        return sa.select(t.replies, t.users.c.username.label("approved_by_name")).join(
+            t.users, t.users.c.id == t.replies.c.approved_by
+        )
+
+    async def _reply_by_key(self, request_key: str) -> Reply | None:
+        async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
-                    sa.select(t.replies, t.users.c.username.label("approved_by_name"))
-                    .join(t.users, t.users.c.id == t.replies.c.approved_by)
-                    .where(t.replies.c.id == reply_id)
+                    self._reply_query().where(t.replies.c.request_key == request_key)
                 )
-            ).one()
-        return _reply_from_row(row)
+            ).first()
+        return _reply_from_row(row) if row else None
+
+    async def _reply_by_id(self, reply_id: int) -> Reply | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(self._reply_query().where(t.replies.c.id == reply_id))
+            ).first()
+        return _reply_from_row(row) if row else None
 
     async def _enqueue(
         self,

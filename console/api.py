@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field
 
 from bot.models import (
@@ -144,9 +144,17 @@ async def get_case(case_id: int, request: Request, user: AnyUser) -> dict[str, A
 
 @router.post("/cases/{case_id}/replies", status_code=status.HTTP_201_CREATED)
 async def post_reply(
-    case_id: int, body: ReplyIn, request: Request, user: AnyUser
+    case_id: int,
+    body: ReplyIn,
+    request: Request,
+    user: AnyUser,
+    idempotency_key: Annotated[str | None, Header(max_length=100)] = None,
 ) -> dict[str, Any]:
-    """Approve a reply and queue it for delivery; claims the case if nobody has it."""
+    """Approve a reply and queue it for delivery; claims the case if nobody has it.
+
+    Send an ``Idempotency-Key`` header to make a retried call safe: the same key returns
+    the reply it made the first time.
+    """
     try:
         reply = await send_reply(
             runtime(request),
@@ -155,6 +163,7 @@ async def post_reply(
             text=body.text,
             visibility=Visibility(body.visibility),
             entry_id=body.entry_id,
+            request_key=f"api:{user.id}:{idempotency_key}" if idempotency_key else None,
         )
     except ReplyRefused as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
@@ -170,7 +179,7 @@ async def faq_search(
     top: Annotated[int, Query(ge=1, le=50)] = 5,
 ) -> dict[str, Any]:
     """FAQ entries matching ``q`` among the statuses that may be suggested."""
-    hits = runtime(request).faq.search(q, top=top, language=lang)
+    hits = await runtime(request).faq.search_async(q[-2000:], top=top, language=lang)
     results = []
     for hit in hits:
         language, answer = hit.entry.answer(lang or hit.language)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -79,7 +81,7 @@ async def login(
         error = "Too many failed logins. Wait a few minutes and try again."
         return render(request, "login.html", {**context, "error": error}, code=429)
     found = await runtime(request).store.user_credentials(username)
-    ok = verify_password(found[1] if found else None, password)
+    ok = await asyncio.to_thread(verify_password, found[1] if found else None, password)
     if not ok or found is None or not found[0].active:
         throttle.failed(*keys)
         error = "Wrong username or password."
@@ -102,17 +104,22 @@ async def queue(request: Request, user: PageUser) -> HTMLResponse:
     return render(request, "queue.html", {"user": user, "cases": cases})
 
 
-@router.get("/cases/{case_id}")
-async def case_page(
-    request: Request, case_id: int, user: PageUser, use: str | None = None
+async def _case_page(
+    request: Request,
+    case_id: int,
+    user: User,
+    *,
+    use: str | None = None,
+    draft: str | None = None,
+    error: str | None = None,
+    code: int = 200,
 ) -> HTMLResponse:
     rt = runtime(request)
     detail = await rt.store.get_case(
         case_id, context_messages=rt.settings.pipeline.context_messages
     )
     chosen = next((s for s in detail.suggestions if s.entry_id == use), None)
-    draft = request.session.pop("draft", None)
-    reply_text = draft if isinstance(draft, str) else (chosen.answer if chosen else "")
+    reply_text = draft if draft is not None else (chosen.answer if chosen else "")
     return render(
         request,
         "case.html",
@@ -122,9 +129,20 @@ async def case_page(
             "case": detail.case,
             "chosen": chosen,
             "reply_text": reply_text,
+            "reply_error": error,
+            # One key per form: sending the same form twice sends one reply.
+            "reply_key": secrets.token_urlsafe(16),
             "private_ok": any(a.can_send_private() for a in rt.adapters.values()),
         },
+        code=code,
     )
+
+
+@router.get("/cases/{case_id}")
+async def case_page(
+    request: Request, case_id: int, user: PageUser, use: str | None = None
+) -> HTMLResponse:
+    return await _case_page(request, case_id, user, use=use)
 
 
 @router.post("/cases/{case_id}/reply")
@@ -135,6 +153,7 @@ async def reply(
     text: Annotated[str, Form(max_length=4000)],
     visibility: Annotated[str, Form()] = "public",
     entry_id: Annotated[str, Form(max_length=100)] = "",
+    reply_key: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
     try:
         chosen = Visibility(visibility)
@@ -148,12 +167,14 @@ async def reply(
             text=text,
             visibility=chosen,
             entry_id=entry_id or None,
+            request_key=f"form:{user.id}:{reply_key}" if reply_key else None,
         )
     except ReplyRefused as exc:
-        request.session["flash"] = {"kind": "error", "text": f"Not sent: {exc}."}
-        request.session["draft"] = text
-    else:
-        request.session["flash"] = {"kind": "ok", "text": "Reply approved and queued for delivery."}
+        # The draft comes back in the page itself, never through the session cookie.
+        return await _case_page(
+            request, case_id, user, draft=text, error=f"Not sent: {exc}.", code=409
+        )
+    request.session["flash"] = {"kind": "ok", "text": "Reply approved and queued for delivery."}
     return RedirectResponse(f"/cases/{case_id}", status_code=status.HTTP_303_SEE_OTHER)
 
 

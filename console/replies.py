@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from bot.models import CaseStatus, Reply, User, Visibility
+from bot.models import Reply, Role, User, Visibility
 from bot.runtime import Runtime
+from bot.store import Conflict
 
 
 class ReplyRefused(Exception):
@@ -18,23 +19,25 @@ async def send_reply(
     text: str,
     visibility: Visibility,
     entry_id: str | None = None,
+    request_key: str | None = None,
 ) -> Reply:
+    """Approve ``text`` as ``user`` and queue it; claims the case if nobody has it."""
     text = text.strip()
     if not text:
         raise ReplyRefused("the reply is empty")
-    detail = await rt.store.get_case(case_id, context_messages=0)
-    case = detail.case
-    if case.status is CaseStatus.DISMISSED:
-        raise ReplyRefused("this case was dismissed")
-    if case.claimed_by is not None and case.claimed_by != user.id:
-        raise ReplyRefused(f"this case is claimed by {case.claimed_by_name}")
-    reply = await rt.store.approve_reply(
-        case_id,
-        text=text,
-        visibility=visibility,
-        written_by=user.id,
-        approved_by=user.id,
-        entry_id=entry_id,
-    )
+    if user.role is Role.VOLUNTEER and not user.trained:
+        raise ReplyRefused("only trained volunteers may answer; ask a coordinator")
+    try:
+        reply = await rt.store.approve_reply(
+            case_id,
+            text=text,
+            visibility=visibility,
+            written_by=user.id,
+            approved_by=user.id,
+            entry_id=entry_id,
+            request_key=request_key,
+        )
+    except Conflict as exc:
+        raise ReplyRefused(str(exc)) from None
     rt.outbox.wakeup.set()
     return reply
