@@ -127,7 +127,7 @@ async def cmd_run(settings: Settings, args: argparse.Namespace, out: TextIO) -> 
         if args.demo:
             print(
                 f"demo mode: log in as {DEMO_USERNAME} / {DEMO_PASSWORD} "
-                "(a coordinator account that exists only in demo mode)",
+                "(a coordinator account that works only in demo mode)",
                 file=out,
             )
         print("press Ctrl-C to stop", file=out, flush=True)

@@ -56,10 +56,31 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+DEMO_USER_KEY = "demo_user_id"
+
+
 async def ensure_demo_user(rt: Runtime) -> None:
-    if await rt.store.user_credentials(DEMO_USERNAME) is None:
+    """Create (or re-enable) the demo login, and remember which account it is."""
+    found = await rt.store.user_credentials(DEMO_USERNAME)
+    if found is None:
         with contextlib.suppress(StoreError):  # created by a concurrent start
             await rt.store.add_user(DEMO_USERNAME, hash_password(DEMO_PASSWORD), Role.COORDINATOR)
+        found = await rt.store.user_credentials(DEMO_USERNAME)
+        assert found is not None
+        await rt.store.set_meta(DEMO_USER_KEY, str(found[0].id))
+    elif await rt.store.get_meta(DEMO_USER_KEY) == str(found[0].id) and not found[0].active:
+        await rt.store.set_user_active(found[0].id, True)
+
+
+async def disable_demo_user(rt: Runtime) -> None:
+    """Outside demo mode the demo login (a public password) must not work."""
+    demo_id = await rt.store.get_meta(DEMO_USER_KEY)
+    if demo_id is None:
+        return
+    user = await rt.store.get_user(int(demo_id))
+    if user is not None and user.active:
+        await rt.store.set_user_active(user.id, False)
+        logger.warning("the demo account %r is disabled outside demo mode", user.username)
 
 
 MAINTENANCE_SECONDS = 60.0
@@ -104,6 +125,8 @@ async def run(
     try:
         if demo:
             await ensure_demo_user(rt)
+        else:
+            await disable_demo_user(rt)
         await rt.maintain()
         for adapter in rt.adapters.values():
             await adapter.start(rt.pipeline)

@@ -38,7 +38,7 @@ class Runtime:
     detector: Detector
     pipeline: Pipeline
     outbox: OutboxWorker
-    session_key: str
+    session_key: str = field(repr=False)
     adapters: dict[str, Adapter] = field(default_factory=dict)
     demo: DemoAdapter | None = None
     started_at: datetime = field(default_factory=utcnow)

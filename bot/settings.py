@@ -63,6 +63,7 @@ def setting(
     maximum: float | None = None,
     choices: tuple[str, ...] = (),
     check: Callable[[Any], str | None] | None = None,
+    repr: bool = True,
 ) -> T:
     """Declare one setting: its default, its help text and the limits it must respect."""
     metadata = {
@@ -72,7 +73,7 @@ def setting(
         "choices": choices,
         "check": check,
     }
-    return field(default=default, metadata=metadata)
+    return field(default=default, metadata=metadata, repr=repr)
 
 
 def _check_database_url(value: Any) -> str | None:
@@ -109,6 +110,7 @@ class DatabaseSettings:
         "SQLAlchemy URL of the store. SQLite (one file, relative paths from the working "
         "directory) or postgresql+asyncpg://user:password@host/dbname.",
         check=_check_database_url,
+        repr=False,  # it may hold a password
     )
 
 

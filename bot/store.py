@@ -218,7 +218,28 @@ class Store:
         async with self.engine.connect() as conn:
             return str(await conn.scalar(sa.select(t.meta.c.value).where(t.meta.c.key == key)))
 
+    async def get_meta(self, key: str) -> str | None:
+        async with self.engine.connect() as conn:
+            value = await conn.scalar(sa.select(t.meta.c.value).where(t.meta.c.key == key))
+        return None if value is None else str(value)
+
+    async def set_meta(self, key: str, value: str) -> None:
+        async with self.engine.begin() as conn:
+            updated = await conn.execute(
+                t.meta.update().where(t.meta.c.key == key).values(value=value)
+            )
+            if not updated.rowcount:
+                await conn.execute(t.meta.insert().values(key=key, value=value))
+
     # -- users -------------------------------------------------------------------------
+
+    async def set_user_active(self, user_id: int, active: bool) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                t.users.update().where(t.users.c.id == user_id).values(active=active)
+            )
+            action = "user.activate" if active else "user.deactivate"
+            await self._audit(conn, None, action, "user", user_id, {})
 
     async def add_user(
         self, username: str, password_hash: str, role: Role, *, trained: bool = True
@@ -1036,52 +1057,70 @@ class Store:
                 await conn.scalar(sa.select(sa.func.count()).select_from(t.faq_entries)) or 0
             )
 
-    async def save_faq_entry(self, entry: Entry, *, author: str) -> int:
+    async def save_faq_entry(
+        self, entry: Entry, *, author: str, expected_revision: int | None = None
+    ) -> int:
         """Insert or update an entry; a change of content or status makes a new revision.
 
-        Returns the entry's revision number after the call.
+        With ``expected_revision`` the save happens only if the entry is still at that
+        revision (checked in the same statement), else :class:`Conflict`: nobody
+        overwrites a colleague's edit unseen. Returns the revision after the call.
         """
         now = utcnow()
         content = entry.content()
-        async with self.engine.begin() as conn:
-            row = (
-                await conn.execute(sa.select(t.faq_entries).where(t.faq_entries.c.id == entry.id))
-            ).first()
-            if (
-                row is not None
-                and row.content == content
-                and row.status == entry.status
-                and (row.reviewed_by == entry.reviewed_by and row.review_by == entry.review_by)
-            ):
-                return int(row.revision)
-            revision = 1 if row is None else row.revision + 1
-            values = {
-                "topic": entry.topic,
-                "status": entry.status,
-                "reviewed_by": entry.reviewed_by,
-                "review_by": entry.review_by,
-                "revision": revision,
-                "content": content,
-                "updated_at": now,
-            }
-            if row is None:
+        try:
+            async with self.engine.begin() as conn:
+                row = (
+                    await conn.execute(
+                        sa.select(t.faq_entries).where(t.faq_entries.c.id == entry.id)
+                    )
+                ).first()
+                current = None if row is None else int(row.revision)
+                if expected_revision is not None and current != expected_revision:
+                    raise Conflict(f"{entry.id} is at revision {current}, not {expected_revision}")
+                if (
+                    row is not None
+                    and row.content == content
+                    and row.status == entry.status
+                    and row.reviewed_by == entry.reviewed_by
+                    and row.review_by == entry.review_by
+                ):
+                    return int(row.revision)
+                revision = 1 if current is None else current + 1
+                values = {
+                    "topic": entry.topic,
+                    "status": entry.status,
+                    "reviewed_by": entry.reviewed_by,
+                    "review_by": entry.review_by,
+                    "revision": revision,
+                    "content": content,
+                    "updated_at": now,
+                }
+                if row is None:
+                    await conn.execute(
+                        t.faq_entries.insert().values(id=entry.id, created_at=now, **values)
+                    )
+                else:
+                    updated = await conn.execute(
+                        t.faq_entries.update()
+                        .where(t.faq_entries.c.id == entry.id, t.faq_entries.c.revision == current)
+                        .values(**values)
+                    )
+                    if not updated.rowcount:
+                        raise Conflict(f"{entry.id} was saved by someone else meanwhile")
                 await conn.execute(
-                    t.faq_entries.insert().values(id=entry.id, created_at=now, **values)
+                    t.faq_revisions.insert().values(
+                        entry_id=entry.id,
+                        revision=revision,
+                        status=entry.status,
+                        content=content,
+                        author=author,
+                        created_at=now,
+                    )
                 )
-            else:
-                await conn.execute(
-                    t.faq_entries.update().where(t.faq_entries.c.id == entry.id).values(**values)
-                )
-            await conn.execute(
-                t.faq_revisions.insert().values(
-                    entry_id=entry.id,
-                    revision=revision,
-                    status=entry.status,
-                    content=content,
-                    author=author,
-                    created_at=now,
-                )
-            )
+        except sa.exc.IntegrityError:
+            # Two saves of the same revision at once: the other one won.
+            raise Conflict(f"{entry.id} was saved by someone else meanwhile") from None
         return revision
 
     async def faq_entries(self, statuses: Iterable[str] | None = None) -> list[Entry]:
@@ -1134,7 +1173,7 @@ class Store:
             rows = (
                 await conn.execute(
                     sa.select(t.faq_entries).where(
-                        t.faq_entries.c.status.in_(["published", "in_review"]),
+                        t.faq_entries.c.status == "published",
                         t.faq_entries.c.review_by < today,
                     )
                 )

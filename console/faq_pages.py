@@ -6,12 +6,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from bot.models import Role, User, utcnow
+from bot.store import Conflict
 from console.auth import require, runtime
 from console.pages import render
 from knowledge_base import Entry, EntryError, Source, to_markdown
@@ -117,12 +118,13 @@ async def faq_save(request: Request, entry_id: str, user: Editor) -> Response:
         value = form.get(name, "")
         return value if isinstance(value, str) else ""
 
+    stale = (
+        "someone saved this entry while you were editing; your text is below, "
+        "compare it with the latest revision before saving again"
+    )
     try:
         if field("revision") != str(revision):
-            raise EntryError(
-                "someone saved this entry while you were editing; your text is below, "
-                "compare it with the latest revision before saving again"
-            )
+            raise EntryError(stale)
         questions = {lang: _lines(field(f"questions_{lang}")) for lang in LANGUAGES}
         answers = {lang: field(f"answer_{lang}").strip() for lang in LANGUAGES}
         for lang in LANGUAGES:
@@ -130,6 +132,12 @@ async def faq_save(request: Request, entry_id: str, user: Editor) -> Response:
                 raise EntryError(f"the {lang} answer needs at least one question")
         if not any(answers.values()):
             raise EntryError("write the answer in at least one language")
+        for lang, answer in answers.items():
+            if any(line.startswith("## ") for line in answer.splitlines()):
+                raise EntryError(
+                    f"the {lang} answer has a line starting with '## ', which the FAQ files "
+                    "use to start a language; use '### ' or bold text instead"
+                )
         review_by = dt.date.fromisoformat(field("review_by")) if field("review_by") else None
         edited = dataclasses.replace(
             current,
@@ -140,26 +148,47 @@ async def faq_save(request: Request, entry_id: str, user: Editor) -> Response:
             tags=_words(field("tags")),
             review_by=review_by,
         )
-    except (EntryError, ValueError) as exc:
-        draft = {name: field(name) for name in form if isinstance(name, str)}
-        return render(
-            request,
-            "faq_edit.html",
-            {
-                "user": user,
-                "entry": current,
-                "revision": revision,
-                "languages": LANGUAGES,
-                "error": str(exc),
-                "draft": draft,
-            },
-            code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        if edited != current and current.status == "published":
+            # Changed text has not been reviewed: it leaves the suggestions until it is.
+            edited = dataclasses.replace(edited, status="in_review", reviewed_by=None)
+        new_revision = await rt.store.save_faq_entry(
+            edited, author=user.username, expected_revision=revision
         )
-    new_revision = await rt.store.save_faq_entry(edited, author=user.username)
+    except Conflict:
+        return await _edit_again(request, user, entry_id, form, stale)
+    except (EntryError, ValueError) as exc:
+        return await _edit_again(request, user, entry_id, form, str(exc))
     await rt.faq.refresh()
-    message = f"Saved as revision {new_revision}." if new_revision != revision else "No change."
+    if new_revision == revision:
+        message = "No change."
+    elif edited.status != current.status:
+        message = f"Saved as revision {new_revision}; back in review until an expert publishes it."
+    else:
+        message = f"Saved as revision {new_revision}."
     request.session["flash"] = {"kind": "ok", "text": message}
     return RedirectResponse(f"/faq/{entry_id}", status_code=status.HTTP_303_SEE_OTHER)
+
+
+async def _edit_again(
+    request: Request, user: User, entry_id: str, form: Any, error: str
+) -> HTMLResponse:
+    """The editor again, with what was typed and why it was not saved."""
+    current, revision = await runtime(request).store.faq_entry(entry_id)
+    draft = {name: form.get(name, "") for name in form if isinstance(name, str)}
+    draft.pop("revision", None)  # the form must be compared with the newest revision
+    return render(
+        request,
+        "faq_edit.html",
+        {
+            "user": user,
+            "entry": current,
+            "revision": revision,
+            "languages": LANGUAGES,
+            "error": error,
+            "draft": draft,
+        },
+        code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
 
 
 @router.post("/faq/{entry_id}/status")
@@ -168,9 +197,17 @@ async def faq_status(
     entry_id: str,
     user: Editor,
     new_status: Annotated[str, Form(alias="status")],
+    seen_revision: Annotated[int, Form(alias="revision")],
 ) -> Response:
     rt = runtime(request)
-    entry, _ = await rt.store.faq_entry(entry_id)
+    entry, revision = await rt.store.faq_entry(entry_id)
+    if seen_revision != revision:
+        request.session["flash"] = {
+            "kind": "error",
+            "text": f"The entry changed since you opened it (now revision {revision}): "
+            "read it again before changing its status.",
+        }
+        return RedirectResponse(f"/faq/{entry_id}", status_code=status.HTTP_303_SEE_OTHER)
     if new_status not in STATUSES or new_status not in TRANSITIONS.get(entry.status, ()):
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"an entry cannot go from {entry.status} to {new_status}"
@@ -185,7 +222,14 @@ async def faq_status(
             }
             return RedirectResponse(f"/faq/{entry_id}", status_code=status.HTTP_303_SEE_OTHER)
         changed = dataclasses.replace(changed, reviewed_by=user.username)
-    await rt.store.save_faq_entry(changed, author=user.username)
+    try:
+        await rt.store.save_faq_entry(changed, author=user.username, expected_revision=revision)
+    except Conflict:
+        request.session["flash"] = {
+            "kind": "error",
+            "text": "The entry changed meanwhile: read it again before changing its status.",
+        }
+        return RedirectResponse(f"/faq/{entry_id}", status_code=status.HTTP_303_SEE_OTHER)
     await rt.faq.refresh()
     label = new_status.replace("_", " ")
     request.session["flash"] = {"kind": "ok", "text": f"Status changed to {label}."}

@@ -7,6 +7,7 @@ sources, question variants per language) and one ``## <lang>`` section per answe
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -73,6 +74,12 @@ class Entry:
             "sources": [{"name": s.name, "url": s.url} for s in self.sources],
             "substances": list(self.substances),
             "tags": list(self.tags),
+            # Fields of the file that peerdesk does not use are kept, as JSON values.
+            **(
+                {"extra": json.loads(json.dumps(dict(self.extra), default=str))}
+                if self.extra
+                else {}
+            ),
         }
 
     @classmethod
@@ -97,6 +104,7 @@ class Entry:
             tags=tuple(content.get("tags", [])),
             reviewed_by=reviewed_by,
             review_by=review_by,
+            extra=dict(content.get("extra", {})),
         )
 
 
@@ -154,6 +162,8 @@ def parse_markdown(text: str, *, source: str = "<text>") -> Entry:
     for i, item in enumerate(meta.get("sources") or []):
         if not isinstance(item, dict) or not item.get("name") or not item.get("url"):
             raise EntryError(f"{source}: sources[{i}]: expected a name and a url")
+        if not str(item["url"]).startswith(("https://", "http://")):
+            raise EntryError(f"{source}: sources[{i}]: the url must start with https://")
         sources.append(Source(str(item["name"]), str(item["url"])))
 
     answers: dict[str, str] = {}

@@ -146,3 +146,60 @@ async def test_openapi_describes_the_api(client: httpx.AsyncClient) -> None:
         "/healthz",
     } <= set(spec["paths"])
     assert not any(p.startswith(("/login", "/queue")) for p in spec["paths"])
+
+
+async def test_a_retried_call_with_the_same_key_sends_one_reply(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    auth = await _bearer(runtime)
+    case_id = await flagged_case(runtime)
+    headers = {**auth, "Idempotency-Key": "retry-1"}
+    first = await client.post(
+        f"/api/v1/cases/{case_id}/replies", json={"text": "hi"}, headers=headers
+    )
+    again = await client.post(
+        f"/api/v1/cases/{case_id}/replies", json={"text": "hi"}, headers=headers
+    )
+    assert first.status_code == again.status_code == 201
+    assert first.json()["id"] == again.json()["id"]
+    replies = [i for i in await runtime.store.outbox_items() if i.reply_id is not None]
+    assert len(replies) == 1
+
+
+async def test_two_volunteers_answering_at_once_send_one_reply(runtime: Runtime) -> None:
+    import asyncio
+
+    from bot.models import Visibility
+    from console.replies import ReplyRefused, send_reply
+
+    case_id = await flagged_case(runtime)
+    a = await add_user(runtime, "a")
+    b = await add_user(runtime, "b")
+    results = await asyncio.gather(
+        *(
+            send_reply(
+                runtime, case_id, user=u, text=f"from {u.username}", visibility=Visibility.PUBLIC
+            )
+            for u in (a, b)
+        ),
+        return_exceptions=True,
+    )
+    refused = [r for r in results if isinstance(r, ReplyRefused)]
+    assert len(refused) == 1 and "claimed by" in str(refused[0])
+    assert len((await runtime.store.get_case(case_id)).replies) == 1
+
+
+async def test_untrained_volunteers_cannot_answer(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    user = await runtime.store.add_user("new", "x", Role.VOLUNTEER, trained=False)
+    token = new_token()
+    await runtime.store.add_token(user.id, token_hash(token))
+    case_id = await flagged_case(runtime)
+    response = await client.post(
+        f"/api/v1/cases/{case_id}/replies",
+        json={"text": "hi"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 409 and "trained" in response.json()["detail"]
+    assert (await runtime.store.get_case(case_id)).replies == ()

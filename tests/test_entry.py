@@ -353,3 +353,22 @@ def test_load_dir_missing_folder(tmp_path: Path) -> None:
 
 def test_load_dir_empty_folder(tmp_path: Path) -> None:
     assert load_dir(tmp_path) == []
+
+
+def test_sources_must_be_web_addresses() -> None:
+    text = (
+        "---\nid: x_y\nsources:\n  - name: Evil\n    url: javascript:alert(1)\n"
+        "questions:\n  en: [q]\n---\n## en\n\nA.\n"
+    )
+    with pytest.raises(EntryError, match=r"sources\[0\]: the url must start with https://"):
+        parse_markdown(text, source="x.md")
+
+
+def test_unknown_front_matter_fields_survive_the_store_format() -> None:
+    text = "---\nid: x_y\nowner: ann\nquestions:\n  en: [q]\n---\n## en\n\nA.\n"
+    entry = parse_markdown(text)
+    again = Entry.from_content(
+        id=entry.id, topic=entry.topic, status=entry.status, content=entry.content()
+    )
+    assert dict(again.extra) == {"owner": "ann"}
+    assert to_markdown(again) == to_markdown(entry)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 
@@ -81,19 +82,32 @@ async def test_a_stale_edit_is_refused_and_the_text_kept(
     assert refused.status_code == 422 and "sources, line 1" in refused.text
 
 
+async def _csrf(client: httpx.AsyncClient) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', (await client.get("/faq")).text)
+    assert found is not None
+    return found.group(1)
+
+
+async def _review_by_next_year(runtime: Runtime) -> int:
+    entry, _ = await runtime.store.faq_entry(ENTRY)
+    later = dt.date.today() + dt.timedelta(days=365)
+    return await runtime.store.save_faq_entry(
+        dataclasses.replace(entry, review_by=later), author="exp"
+    )
+
+
 async def test_review_workflow_publishes_and_suggests(
     runtime: Runtime, client: httpx.AsyncClient
 ) -> None:
     runtime.faq.suggest_statuses = ("published",)
     await add_user(runtime, "exp", Role.EXPERT)
     await login(client, "exp")
+    revision = await _review_by_next_year(runtime)
     assert runtime.faq.search("xtc en alcohol") == []  # nothing published yet
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', (await client.get("/faq")).text)
-    assert csrf is not None
-    token = csrf.group(1)
+    token = await _csrf(client)
     published = await client.post(
         f"/faq/{ENTRY}/status",
-        data={"status": "published", "csrf_token": token},
+        data={"status": "published", "revision": str(revision), "csrf_token": token},
         follow_redirects=True,
     )
     assert "Status changed to published." in published.text
@@ -102,12 +116,83 @@ async def test_review_workflow_publishes_and_suggests(
     assert [h.entry.id for h in runtime.faq.search("xtc en alcohol")] == [ENTRY]
     wrong = await client.post(
         f"/faq/{ENTRY}/status",
-        data={"status": "draft", "csrf_token": token},
+        data={"status": "draft", "revision": str(revision + 1), "csrf_token": token},
         headers={"accept": "text/html"},
     )
     assert wrong.status_code == 409
-    no_csrf = await client.post(f"/faq/{ENTRY}/status", data={"status": "expired"})
+    no_csrf = await client.post(
+        f"/faq/{ENTRY}/status", data={"status": "expired", "revision": str(revision + 1)}
+    )
     assert no_csrf.status_code == 403
+
+
+async def test_publishing_what_changed_since_it_was_read_is_refused(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    await add_user(runtime, "exp", Role.EXPERT)
+    await login(client, "exp")
+    seen = await _review_by_next_year(runtime)
+    entry, _ = await runtime.store.faq_entry(ENTRY)
+    await runtime.store.save_faq_entry(
+        dataclasses.replace(entry, answers={**entry.answers, "en": "Unreviewed text"}),
+        author="someone",
+    )
+    response = await client.post(
+        f"/faq/{ENTRY}/status",
+        data={"status": "published", "revision": str(seen), "csrf_token": await _csrf(client)},
+        follow_redirects=True,
+    )
+    assert "The entry changed since you opened it" in response.text
+    assert (await runtime.store.faq_entry(ENTRY))[0].status == "in_review"
+
+
+async def test_editing_a_published_entry_sends_it_back_to_review(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    entry, _ = await runtime.store.faq_entry(ENTRY)
+    await runtime.store.save_faq_entry(
+        dataclasses.replace(
+            entry,
+            status="published",
+            reviewed_by="ann",
+            review_by=dt.date.today() + dt.timedelta(days=90),
+        ),
+        author="ann",
+    )
+    await add_user(runtime, "exp", Role.EXPERT)
+    await login(client, "exp")
+    form = _form((await client.get(f"/faq/{ENTRY}/edit")).text)
+    form["answer_en"] = "A new text nobody reviewed yet."
+    saved = await client.post(f"/faq/{ENTRY}/edit", data=form, follow_redirects=True)
+    assert "back in review until an expert publishes it" in saved.text
+    edited, _ = await runtime.store.faq_entry(ENTRY)
+    assert (edited.status, edited.reviewed_by) == ("in_review", None)
+
+
+async def test_volunteers_cannot_change_the_faq(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    await add_user(runtime, "vol")
+    token = await login(client, "vol")
+    for path, data in [
+        (f"/faq/{ENTRY}/edit", {"revision": "1", "answer_en": "x", "questions_en": "q"}),
+        (f"/faq/{ENTRY}/status", {"status": "published", "revision": "1"}),
+    ]:
+        response = await client.post(path, data={**data, "csrf_token": token})
+        assert response.status_code == 403, path
+    assert (await runtime.store.faq_entry(ENTRY))[1] == 1
+
+
+async def test_answers_cannot_hold_a_language_heading(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    await add_user(runtime, "exp", Role.EXPERT)
+    await login(client, "exp")
+    form = _form((await client.get(f"/faq/{ENTRY}/edit")).text)
+    form["answer_en"] = "Intro\n## Tips\nDrink water"
+    refused = await client.post(f"/faq/{ENTRY}/edit", data=form)
+    assert refused.status_code == 422 and "starting with &#39;## &#39;" in refused.text
+    assert (await runtime.store.faq_entry(ENTRY))[1] == 1
 
 
 async def test_entries_past_review_date_expire(runtime: Runtime) -> None:

@@ -181,3 +181,19 @@ async def test_logout_ends_the_session(runtime: Runtime, client: httpx.AsyncClie
     response = await client.post("/logout", data={"csrf_token": csrf})
     assert response.status_code == 303
     assert (await client.get("/queue")).headers["location"] == "/login"
+
+
+async def test_sending_the_same_form_twice_sends_one_reply(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    await add_user(runtime, "vol")
+    csrf = await login(client, "vol")
+    case_id = await flagged_case(runtime)
+    page = (await client.get(f"/cases/{case_id}")).text
+    key = re.search(r'name="reply_key" value="([^"]+)"', page)
+    assert key is not None
+    form = {"text": "Eén keer!", "csrf_token": csrf, "reply_key": key.group(1)}
+    for _ in range(2):
+        response = await client.post(f"/cases/{case_id}/reply", data=form)
+        assert response.status_code == 303
+    assert [r.text for r in (await runtime.store.get_case(case_id)).replies] == ["Eén keer!"]

@@ -150,3 +150,30 @@ async def test_follow_up_suggestions_cover_the_whole_conversation(
         assert {s.entry_id for s in detail.suggestions} == {"combo_mdma_alcohol", "detection_times"}
     finally:
         await rt.close()
+
+
+async def test_a_redelivered_message_that_failed_processing_is_processed(
+    runtime: Runtime,
+) -> None:
+    await runtime.pipeline.opt_in(opt_in())
+    ch = await runtime.store.get_channel("fake", "chat-1")
+    assert ch is not None
+    # Stored, then processing failed (the platform will redeliver it).
+    await runtime.store.insert_message(ch.id, message("mijn vriend ademt niet meer na G", "7"), "p")
+    again = await runtime.pipeline.ingest(message("mijn vriend ademt niet meer na G", "7"))
+    assert again is not None and again.created is False and again.case_id is not None
+    (case,) = await runtime.store.list_cases()
+    assert case.urgent is True
+
+
+async def test_platform_ids_are_kept_only_for_case_authors(runtime: Runtime) -> None:
+    import sqlalchemy as sa
+
+    from bot.schema import contacts
+
+    await runtime.pipeline.opt_in(opt_in())
+    await runtime.pipeline.ingest(message("wie gaat er mee naar de film?", "1", author="chatter"))
+    await runtime.pipeline.ingest(message("is 3mmc gevaarlijk?", "2", author="asker"))
+    async with runtime.store.engine.connect() as conn:
+        kept = set((await conn.scalars(sa.select(contacts.c.platform_user_id))).all())
+    assert kept == {"asker"}

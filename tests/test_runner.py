@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -156,6 +157,9 @@ def test_peerdesk_run_demo_as_a_process(tmp_path: Path) -> None:
         text=True,
     )
     started = time.monotonic()
+    # A hung process must fail the test, not hang CI.
+    watchdog = threading.Timer(90, process.kill)
+    watchdog.start()
     try:
         assert process.stdout is not None
         first = process.stdout.readline()
@@ -181,6 +185,42 @@ def test_peerdesk_run_demo_as_a_process(tmp_path: Path) -> None:
         assert "peerdesk stopped" in out
         assert (tmp_path / "peerdesk.db").exists()
     finally:
+        watchdog.cancel()
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+async def test_the_demo_login_works_only_in_demo_mode(tmp_path: Path, database_url: str) -> None:
+    from bot.runner import disable_demo_user, ensure_demo_user
+    from bot.runtime import build_runtime
+
+    rt = await build_runtime(make_settings(tmp_path, database_url))
+    try:
+        await ensure_demo_user(rt)
+        found = await rt.store.user_credentials("demo")
+        assert found is not None and found[0].active
+        await disable_demo_user(rt)  # what `peerdesk run` without --demo does
+        found = await rt.store.user_credentials("demo")
+        assert found is not None and not found[0].active
+        await ensure_demo_user(rt)  # back in demo mode
+        found = await rt.store.user_credentials("demo")
+        assert found is not None and found[0].active
+    finally:
+        await rt.close()
+
+
+async def test_a_user_named_demo_is_left_alone(tmp_path: Path, database_url: str) -> None:
+    from bot.models import Role
+    from bot.passwords import hash_password
+    from bot.runner import disable_demo_user
+    from bot.runtime import build_runtime
+
+    rt = await build_runtime(make_settings(tmp_path, database_url))
+    try:
+        await rt.store.add_user("demo", hash_password("a real password"), Role.EXPERT)
+        await disable_demo_user(rt)
+        found = await rt.store.user_credentials("demo")
+        assert found is not None and found[0].active
+    finally:
+        await rt.close()

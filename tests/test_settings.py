@@ -555,3 +555,10 @@ def test_declared_settings_describe_each_setting() -> None:
     )
     assert by_name["general.default_language"].metadata["choices"] == ("nl", "fr", "en")
     assert [name for name, info in by_name.items() if not info.help.strip()] == []
+
+
+def test_a_database_password_never_shows_in_a_repr(tmp_path: Path) -> None:
+    url = "postgresql+asyncpg://app:hunter2@db/peerdesk"
+    settings = load_settings(None, environ={"PEERDESK_DATABASE_URL": url}, cwd=tmp_path)
+    assert settings.database.url == url
+    assert "hunter2" not in repr(settings)
