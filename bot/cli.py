@@ -396,6 +396,7 @@ def _kb_eval(settings: Settings, args: argparse.Namespace, out: TextIO, err: Tex
                 vectors=vectors,
                 mode=mode,
                 lexical_weight=settings.knowledge_base.lexical_weight,
+                min_score=settings.knowledge_base.min_score,
             )
             rows.append((f"{mode} {spec}", evaluate(index, questions)))
     languages = [k for k in ("nl", "fr", "en", "all") if k in rows[0][1]]

@@ -32,12 +32,14 @@ class FAQ:
         embedder: Embedder | None = None,
         mode: str = "lexical",
         lexical_weight: float = 0.3,
+        min_score: float = 0.0,
     ) -> None:
         self.store = store
         self.suggest_statuses = tuple(suggest_statuses)
         self.embedder = embedder
         self.mode = mode if embedder is not None else "lexical"
         self.lexical_weight = lexical_weight
+        self.min_score = min_score
         self._index = SearchIndex([])
 
     async def refresh(self, *, progress: Progress | None = None) -> int:
@@ -53,6 +55,7 @@ class FAQ:
             vectors=vectors,
             mode=self.mode,
             lexical_weight=self.lexical_weight,
+            min_score=self.min_score,
         )
         return len(entries)
 

@@ -73,6 +73,7 @@ def make_faq(store: Store, settings: Settings, *, demo: bool = False) -> FAQ:
         embedder=make_embedder(kb.embedder),
         mode=kb.search_mode,
         lexical_weight=kb.lexical_weight,
+        min_score=kb.min_score,
     )
 
 

@@ -208,6 +208,14 @@ class KnowledgeBaseSettings:
         minimum=0.0,
         maximum=5.0,
     )
+    min_score: float = setting(
+        0.5,
+        "In semantic and hybrid search, the score below which an FAQ entry is not "
+        "suggested at all (better none than an unrelated one). 0.5 keeps 99 % of right "
+        "answers on the dev set; see docs/search-evaluation.md.",
+        minimum=0.0,
+        maximum=5.0,
+    )
 
 
 @dataclass(frozen=True)

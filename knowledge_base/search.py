@@ -167,7 +167,8 @@ class SearchIndex:
 
     ``mode`` picks lexical BM25, semantic similarity to the question variants (needs an
     embedder and the variants' vectors), or a hybrid: similarity plus ``lexical_weight``
-    times the BM25 score scaled to the best hit's.
+    times the BM25 score scaled to the best hit's. In the last two, hits scoring below
+    ``min_score`` are dropped: better no suggestion than an unrelated one.
     """
 
     def __init__(
@@ -178,6 +179,7 @@ class SearchIndex:
         vectors: Mapping[str, Vectors] | None = None,
         mode: str = "lexical",
         lexical_weight: float = 0.3,
+        min_score: float = 0.0,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
@@ -185,6 +187,8 @@ class SearchIndex:
             raise ValueError(f"search mode {mode!r} needs an embedder")
         self.mode = mode
         self.lexical_weight = lexical_weight
+        # Semantic scores are bounded, so a floor can tell "nothing fits" from a weak fit.
+        self.min_score = min_score if mode != "lexical" else 0.0
         self.embedder = embedder
         self._entries = {e.id: e for e in entries}
         self._fields = {lang: _Field(lang) for lang in LANGUAGES}
@@ -273,6 +277,8 @@ class SearchIndex:
                 score = sim
                 if self.mode == "hybrid":
                     score += self.lexical_weight * lex_score / top_lexical
+            if score < self.min_score or score <= 0:
+                continue
             hits.append(Hit(entry, round(score, 4), lang, tuple(sorted(matched)), variant))
         hits.sort(key=lambda h: (-h.score, h.entry.id))
         return hits[: max(top, 0)]

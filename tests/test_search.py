@@ -323,3 +323,19 @@ def test_semantic_and_hybrid_modes_use_vectors() -> None:
         SearchIndex(entries, embedder=embedder, vectors={"mix": vectors["mix"]}, mode="semantic")
     with pytest.raises(ValueError, match="unknown search mode"):
         SearchIndex(entries, mode="fuzzy")
+
+
+def test_a_floor_drops_unrelated_entries_in_semantic_modes() -> None:
+    from knowledge_base.search import embed_entries
+    from tests.fakes import FakeEmbedder
+
+    entries = [make_entry("water", {"nl": ("water festival",)}, {"nl": "Een glas."})]
+    embedder = FakeEmbedder()
+    vectors = embed_entries(entries, embedder)
+    floored = SearchIndex(
+        entries, embedder=embedder, vectors=vectors, mode="semantic", min_score=0.5
+    )
+    assert ids(floored.search("water festival")) == ["water"]
+    assert floored.search("slaap") == []  # similarity ~0: nothing rather than noise
+    lexical = SearchIndex(entries, min_score=0.5)
+    assert lexical.min_score == 0.0  # BM25 scores have no fixed scale
