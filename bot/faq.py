@@ -41,9 +41,11 @@ class FAQ:
         self.lexical_weight = lexical_weight
         self.min_score = min_score
         self._index = SearchIndex([])
+        self._revisions: dict[str, int] = {}
 
     async def refresh(self, *, progress: Progress | None = None) -> int:
         """Rebuild the index from the store, embedding what is new. Returns the entry count."""
+        revisions = await self.store.faq_revisions()
         entries = await self.store.faq_entries()
         vectors: dict[str, Vectors] = {}
         if self.embedder is not None and self.mode != "lexical":
@@ -57,7 +59,16 @@ class FAQ:
             lexical_weight=self.lexical_weight,
             min_score=self.min_score,
         )
+        self._revisions = revisions
         return len(entries)
+
+    async def refresh_if_changed(self) -> bool:
+        """Refresh when the store's FAQ differs from the index (another instance, or an
+        import, changed it). Returns whether it did."""
+        if await self.store.faq_revisions() == self._revisions:
+            return False
+        await self.refresh()
+        return True
 
     async def _vectors(
         self, entries: list[Entry], embedder: Embedder, progress: Progress | None

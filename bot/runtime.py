@@ -46,12 +46,13 @@ class Runtime:
     async def maintain(self) -> None:
         """Housekeeping that runs at start and then every minute: messages stored but not
         processed (a failure in between) are processed; FAQ entries past their review-by
-        date expire and leave the suggestions."""
+        date expire and leave the suggestions; FAQ changes made elsewhere reach the index."""
         await self.pipeline.recover()
         expired = await self.store.expire_faq_entries(utcnow().date())
         if expired:
             logger.info("FAQ entries expired (review date passed): %s", ", ".join(expired))
-            await self.faq.refresh()
+        # Edits made through another instance (or an import) reach this one's index too.
+        await self.faq.refresh_if_changed()
 
     async def close(self) -> None:
         await self.store.close()

@@ -8,7 +8,7 @@ import pytest
 
 from knowledge_base import Entry, SearchIndex
 from knowledge_base.entry import LANGUAGES
-from knowledge_base.evaluate import DEVSET, Question, evaluate, load_devset
+from knowledge_base.evaluate import Question, Scores, evaluate, load_devset
 
 TOPICS_31 = {
     "combo_ghb_alcohol", "combo_mdma_alcohol", "combo_ketamine_alcohol", "combo_mdma_ssri",
@@ -36,17 +36,21 @@ def test_scores_count_ranks() -> None:
     index = SearchIndex([_entry("water", "how much water"), _entry("sleep", "cannot sleep")])
     questions = [
         Question("1", "en", "how much water should i drink", "water"),  # rank 1
-        Question("2", "en", "sleep after water", "sleep"),  # rank 1 or 2
+        Question("2", "en", "i cannot sleep at all", "sleep"),  # rank 1
         Question("3", "en", "zzz", "water"),  # not found
         Question("4", "nl", "water?", "water"),  # rank 1
     ]
     scores = evaluate(index, questions)
-    assert scores["nl"].count == 1 and scores["nl"].recall_at_1 == 1.0
-    assert scores["en"].count == 3
-    assert scores["en"].recall_at_3 == pytest.approx(2 / 3)
-    assert scores["all"].count == 4
-    assert scores["all"].mrr <= scores["all"].recall_at_3
+    assert scores["en"] == Scores(count=3, recall_at_1=2 / 3, recall_at_3=2 / 3, mrr=2 / 3)
+    assert scores["nl"] == Scores(count=1, recall_at_1=1.0, recall_at_3=1.0, mrr=1.0)
+    assert scores["all"] == Scores(count=4, recall_at_1=0.75, recall_at_3=0.75, mrr=0.75)
     assert "fr" not in scores
+
+
+def test_a_second_place_counts_half_in_mrr() -> None:
+    index = SearchIndex([_entry("a", "water water water"), _entry("b", "water and sleep")])
+    (scores,) = [evaluate(index, [Question("1", "en", "water", "b")])["en"]]
+    assert (scores.recall_at_1, scores.recall_at_3, scores.mrr) == (0.0, 1.0, 0.5)
 
 
 def test_devset_covers_every_topic_in_every_language() -> None:
@@ -63,4 +67,3 @@ def test_load_devset_names_a_bad_line(tmp_path: Path) -> None:
     path.write_text('{"id": "1", "language": "en", "text": "x"}\n', encoding="utf-8")
     with pytest.raises(ValueError, match="line 1"):
         load_devset(path)
-    assert DEVSET.name == "devset.jsonl"

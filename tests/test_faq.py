@@ -79,3 +79,15 @@ async def test_hybrid_search_with_the_bundled_multilingual_model(store: Store) -
     hits = faq.search("je n'arrive pas à dormir après la soirée", language="fr")
     assert hits[0].entry.id == "sleep"
     assert hits[0].score > hits[1].score
+
+
+async def test_changes_made_elsewhere_reach_the_index(store: Store) -> None:
+    await _seed(store)
+    faq = FAQ(store, suggest_statuses=("published",))
+    await faq.refresh()
+    assert await faq.refresh_if_changed() is False
+    # Another instance (sharing the database) publishes a new entry.
+    await store.save_faq_entry(entry("sleep", "slaap na het feest"), author="elsewhere")
+    assert faq.search("slaap") == []
+    assert await faq.refresh_if_changed() is True
+    assert [h.entry.id for h in faq.search("slaap")] == ["sleep"]
