@@ -162,14 +162,16 @@ async def run(
         if server_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await server_task
+        # The outbox finishes the delivery it is in while the adapters can still send;
+        # what it has not started stays queued for the next start.
+        if outbox_task is not None:
+            await outbox_task
+        if maintenance_task is not None:
+            await maintenance_task
         for adapter in reversed(started):
             try:
                 await adapter.stop()
             except Exception:
                 logger.exception("adapter %s did not stop cleanly", adapter.platform)
-        if outbox_task is not None:
-            await outbox_task
-        if maintenance_task is not None:
-            await maintenance_task
         await rt.close()
         sock.close()

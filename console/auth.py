@@ -120,11 +120,26 @@ class LoginThrottle:
         self.window = window_seconds
         self._failures: dict[str, deque[float]] = {}
 
+    #: Keys remembered at most; past that, those whose failures are all old are dropped
+    #: (a flood of made-up usernames must not grow memory without end).
+    max_keys = 10_000
+
     def _recent(self, key: str, now: float) -> deque[float]:
+        if key not in self._failures and len(self._failures) >= self.max_keys:
+            self._forget_old(now)
         times = self._failures.setdefault(key, deque())
         while times and now - times[0] > self.window:
             times.popleft()
         return times
+
+    def _forget_old(self, now: float) -> None:
+        stale = [k for k, t in self._failures.items() if not t or now - t[-1] > self.window]
+        for k in stale:
+            del self._failures[k]
+        if len(self._failures) >= self.max_keys:  # all recent: drop the oldest half
+            oldest = sorted(self._failures, key=lambda k: self._failures[k][-1])
+            for k in oldest[: len(oldest) // 2]:
+                del self._failures[k]
 
     def blocked(self, *keys: str) -> bool:
         now = time.monotonic()
