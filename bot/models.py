@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -221,12 +221,3 @@ class OutboxItem:
     reply_to_message_id: str | None
     attempts: int
     status: OutboxStatus
-
-
-@dataclass(frozen=True)
-class Event:
-    """Something that happened, for listeners such as the live queue."""
-
-    name: str
-    data: dict[str, Any] = field(default_factory=dict)
-    at: datetime = field(default_factory=utcnow)

@@ -262,16 +262,6 @@ class Store:
             raise StoreError(f"a user named {username!r} already exists") from None
         return User(id=user_id, username=username, role=role, trained=trained, active=True)
 
-    async def set_password(self, username: str, password_hash: str) -> None:
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                t.users.update()
-                .where(t.users.c.username == username)
-                .values(password_hash=password_hash)
-            )
-            if not result.rowcount:
-                raise NotFound(f"no user named {username!r}")
-
     async def user_credentials(self, username: str) -> tuple[User, str] | None:
         async with self.engine.connect() as conn:
             row = (
@@ -323,15 +313,6 @@ class Store:
                 )
             ).first()
         return _channel_from_row(row) if row else None
-
-    async def get_channel_by_id(self, channel_id: int) -> Channel:
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(sa.select(t.channels).where(t.channels.c.id == channel_id))
-            ).first()
-        if row is None:
-            raise NotFound(f"no channel {channel_id}")
-        return _channel_from_row(row)
 
     async def list_channels(self) -> list[Channel]:
         async with self.engine.connect() as conn:
@@ -465,18 +446,21 @@ class Store:
     async def undetected_messages(self, limit: int = 500) -> list[tuple[StoredMessage, Channel]]:
         """Messages stored but never run through detection (a crash in between)."""
         query = (
-            sa.select(t.messages, t.channels.c.platform)
-            .join(t.channels, t.channels.c.id == t.messages.c.channel_id)
+            sa.select(t.messages)
             .where(t.messages.c.detected.is_(False))
             .order_by(t.messages.c.id)
             .limit(limit)
         )
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        out = []
-        for row in rows:
-            out.append((_message_from_row(row), await self.get_channel_by_id(row.channel_id)))
-        return out
+            ids = {row.channel_id for row in rows}
+            channel_rows = (
+                (await conn.execute(sa.select(t.channels).where(t.channels.c.id.in_(ids)))).all()
+                if ids
+                else []
+            )
+        channels = {r.id: _channel_from_row(r) for r in channel_rows}
+        return [(_message_from_row(row), channels[row.channel_id]) for row in rows]
 
     async def record_detection(self, message_id: int, detection: Detection) -> None:
         async with self.engine.begin() as conn:
