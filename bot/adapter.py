@@ -3,20 +3,46 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from bot.models import IncomingMessage, OptIn, OutgoingMessage
+from bot.models import (
+    ChannelRef,
+    IncomingMessage,
+    MessageDeletion,
+    MessageEdit,
+    OptIn,
+    OptOut,
+    OutgoingMessage,
+)
 
 if TYPE_CHECKING:
     from bot.pipeline import IngestResult
 
 
 class Inbox(Protocol):
-    """Where adapters hand what they receive. Implemented by the pipeline."""
+    """Where adapters hand what they receive. Implemented by the pipeline.
+
+    Every method raises when the store cannot take the event; an adapter must then not
+    acknowledge it to the platform, so that it comes again.
+    """
 
     async def ingest(self, message: IncomingMessage) -> IngestResult | None: ...
 
-    async def opt_in(self, request: OptIn) -> None: ...
+    async def opt_in(self, request: OptIn) -> bool: ...
+
+    async def opt_out(self, request: OptOut) -> bool: ...
+
+    async def edit(self, edit: MessageEdit) -> bool: ...
+
+    async def delete(self, deletion: MessageDeletion) -> bool: ...
+
+    async def export_person(self, platform: str, user_id: str) -> dict[str, Any]: ...
+
+    async def erase_person(self, platform: str, user_id: str) -> dict[str, int]: ...
+
+    async def watched_channels(self, platform: str) -> list[tuple[ChannelRef, str | None]]: ...
+
+    def text(self, name: str, language: str | None, **context: Any) -> str: ...
 
 
 class DeliveryError(Exception):
@@ -39,10 +65,16 @@ class PermanentDeliveryError(DeliveryError):
     """The message can never be delivered (chat gone, bot removed or blocked)."""
 
 
+class RecipientUnreachable(PermanentDeliveryError):
+    """The platform will not let the bot write to this person privately."""
+
+
 class Adapter(ABC):
     """One chat platform. ``__init__`` does no I/O; ``start``/``stop`` come in pairs."""
 
     platform: str
+    # The longest text one platform message may hold; longer texts are split.
+    max_text_chars: int = 4000
 
     @abstractmethod
     async def start(self, inbox: Inbox) -> None:
@@ -60,6 +92,14 @@ class Adapter(ABC):
         :class:`PermanentDeliveryError` when retrying cannot help.
         """
 
-    def can_send_private(self) -> bool:
-        """Whether this platform lets the bot message a person directly."""
-        return False
+    def escape(self, text: str) -> str:
+        """``text`` made safe to post verbatim: no markup, no mass mentions."""
+        return text
+
+    def private_refusal(self, direct_ok: bool | None) -> str | None:
+        """Why a private message to a person cannot be sent, or None if it can.
+
+        ``direct_ok`` is what is known of the person: True once they wrote to the bot
+        directly, False once the platform refused a private message, None otherwise.
+        """
+        return "private messages are not possible on this platform"

@@ -75,8 +75,8 @@ class DemoAdapter(Adapter):
         self._lock = asyncio.Lock()
         self.finished = asyncio.Event()
 
-    def can_send_private(self) -> bool:
-        return True
+    def private_refusal(self, direct_ok: bool | None) -> str | None:
+        return None  # everyone in the demo accepts private messages
 
     def transcript(self) -> list[TranscriptLine]:
         return list(self._transcript)

@@ -49,8 +49,10 @@ class ChannelRef:
     platform: str
     chat_id: str
     title: str
-    kind: str = "group"  # group | direct
+    kind: str = "group"  # group | direct | server (a whole Discord server's opt-in)
     language: str | None = None
+    # The server a channel belongs to (a Discord guild), so a server-wide opt-in covers it.
+    server_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,32 @@ class OptIn:
     admin_id: str
     admin_name: str
     at: datetime
+
+
+@dataclass(frozen=True)
+class OptOut:
+    """A channel admin asked the bot to stop watching a channel."""
+
+    channel: ChannelRef
+    admin_id: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class MessageEdit:
+    """The author changed a message the bot may have stored."""
+
+    channel: ChannelRef
+    message_id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class MessageDeletion:
+    """A message was deleted on the platform; its text must go from the case."""
+
+    channel: ChannelRef
+    message_id: str
 
 
 @dataclass(frozen=True)
@@ -110,6 +138,17 @@ class Channel:
     opted_in: bool
     consent_by: str | None
     consent_at: datetime | None
+    server_id: str | None = None
+
+    def ref(self) -> ChannelRef:
+        return ChannelRef(
+            platform=self.platform,
+            chat_id=self.chat_id,
+            title=self.title,
+            kind=self.kind,
+            language=self.language,
+            server_id=self.server_id,
+        )
 
 
 @dataclass(frozen=True)
@@ -130,6 +169,8 @@ class StoredMessage:
     language: str | None
     substances: tuple[str, ...]
     detected: bool = True
+    edited_at: datetime | None = None
+    deleted_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +221,7 @@ class Case:
     excerpt: str
     reasons: tuple[Reason, ...]
     substances: tuple[str, ...]
+    channel_kind: str = "group"  # direct: the person wrote to the bot privately
 
 
 @dataclass(frozen=True)
@@ -221,3 +263,6 @@ class OutboxItem:
     reply_to_message_id: str | None
     attempts: int
     status: OutboxStatus
+    kind: str = "reply"  # reply | notice
+    recipient: str | None = None  # pseudonym of the person a private reply goes to
+    part_ids: tuple[str, ...] = ()  # platform ids of the parts delivered so far

@@ -2,6 +2,8 @@
 
 Rows are written in the same transaction as the approval. The worker leases due rows,
 hands them to the platform's adapter, and marks them sent with the platform's message id.
+A text longer than the platform allows goes out in parts; each part delivered is recorded,
+so a retry continues after it.
 Outages and rate limits are retried until the platform is back; a delivery whose worker
 died mid-way is retried when its lease runs out, under the same key so that an adapter
 able to recognise a repeat does not post twice.
@@ -14,9 +16,16 @@ import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
-from bot.adapter import Adapter, PermanentDeliveryError, PlatformUnavailable, RateLimited
+from bot.adapter import (
+    Adapter,
+    PermanentDeliveryError,
+    PlatformUnavailable,
+    RateLimited,
+    RecipientUnreachable,
+)
 from bot.models import OutgoingMessage, Visibility, utcnow
 from bot.settings import OutboxSettings
+from bot.splitting import split_text
 from bot.store import Delivery, Store
 
 logger = logging.getLogger(__name__)
@@ -81,23 +90,34 @@ class OutboxWorker:
                 item.id, error=error, next_attempt_at=now + timedelta(seconds=self._backoff(1))
             )
             return
-        if item.visibility is Visibility.PRIVATE and (
-            delivery.recipient is None or not adapter.can_send_private()
-        ):
-            await self.store.mark_failed(
-                item.id, error="this person cannot be messaged privately on this platform"
+        if item.visibility is Visibility.PRIVATE:
+            refusal = (
+                "no private address is kept for this person"
+                if delivery.recipient is None
+                else adapter.private_refusal(delivery.direct_ok)
             )
+            if refusal:
+                await self.store.mark_failed(item.id, error=refusal)
+                return
+        parts = split_text(adapter.escape(item.text), adapter.max_text_chars)
+        if not parts:
+            await self.store.mark_failed(item.id, error="nothing to send: the text is empty")
             return
-        message = OutgoingMessage(
-            key=f"outbox-{item.id}",
-            channel=delivery.channel,
-            text=item.text,
-            visibility=item.visibility,
-            reply_to_message_id=item.reply_to_message_id,
-            recipient_id=delivery.recipient,
-        )
+        done = list(item.part_ids)
         try:
-            platform_id = await adapter.send(message)
+            for index in range(len(done), len(parts)):
+                message = OutgoingMessage(
+                    key=f"outbox-{item.id}" if len(parts) == 1 else f"outbox-{item.id}-{index + 1}",
+                    channel=delivery.channel,
+                    text=parts[index],
+                    visibility=item.visibility,
+                    # Only the first part answers the message; the rest follow it.
+                    reply_to_message_id=item.reply_to_message_id if index == 0 else None,
+                    recipient_id=delivery.recipient,
+                )
+                done.append(await adapter.send(message))
+                if len(parts) > 1:
+                    await self.store.record_part(item.id, done)
         except RateLimited as exc:
             logger.warning("outbox %s rate limited for %.1fs", item.id, exc.retry_after)
             await self.store.mark_retry(
@@ -113,6 +133,11 @@ class OutboxWorker:
                 error=f"platform unavailable: {exc}",
                 next_attempt_at=now + timedelta(seconds=delay),
             )
+        except RecipientUnreachable as exc:
+            logger.error("outbox %s: the recipient cannot be written to privately", item.id)
+            await self.store.mark_failed(item.id, error=str(exc))
+            if item.recipient is not None:
+                await self.store.set_direct_ok(item.recipient, False)
         except PermanentDeliveryError as exc:
             logger.error("outbox %s cannot be delivered: %s", item.id, exc)
             await self.store.mark_failed(item.id, error=str(exc))
@@ -129,4 +154,4 @@ class OutboxWorker:
                     next_attempt_at=now + timedelta(seconds=self._backoff(item.attempts)),
                 )
         else:
-            await self.store.mark_sent(item.id, platform_message_id=platform_id, at=self.clock())
+            await self.store.mark_sent(item.id, platform_message_id=done[0], at=self.clock())

@@ -8,12 +8,24 @@ not yet detected (a crash in between) is picked up by :meth:`Pipeline.recover`.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
+from typing import Any
 
 from bot.detector import Detector
 from bot.faq import FAQ
-from bot.models import Channel, Detection, IncomingMessage, OptIn, StoredMessage, utcnow
+from bot.models import (
+    Channel,
+    ChannelRef,
+    Detection,
+    IncomingMessage,
+    MessageDeletion,
+    MessageEdit,
+    OptIn,
+    OptOut,
+    StoredMessage,
+    utcnow,
+)
 from bot.pseudonym import Pseudonymizer
 from bot.settings import Settings
 from bot.store import Store, SuggestionRow
@@ -26,6 +38,19 @@ logger = logging.getLogger(__name__)
 # an attack or a paste, not a question.
 MAX_TEXT_CHARS = 8000
 MAX_QUERY_CHARS = 2000
+
+
+def server_chat_id(server_id: str) -> str:
+    """The channel row that stands for a whole server's opt-in."""
+    return f"server:{server_id}"
+
+
+def clean_text(text: str) -> str:
+    """Chat text as it is stored: no NUL bytes, cut at MAX_TEXT_CHARS."""
+    text = text.replace("\x00", "")
+    if len(text) > MAX_TEXT_CHARS:
+        text = text[:MAX_TEXT_CHARS] + "…"
+    return text
 
 
 def _why(hit: Hit) -> tuple[str, ...]:
@@ -61,37 +86,78 @@ class Pipeline:
         self.prompts = prompts
         self.settings = settings
 
-    async def opt_in(self, request: OptIn) -> None:
-        """Record consent for a channel and queue the opt-in notice in its language."""
-        language = request.channel.language or self.settings.general.default_language
-        notice = self.prompts.render("optin_notice", language, channel_title=request.channel.title)
-        admin = self.pseudonymize(request.channel.platform, request.admin_id)
+    def text(self, name: str, language: str | None, **context: Any) -> str:
+        """One of the bot's fixed texts (``prompts/``) in ``language``."""
+        return self.prompts.render(
+            name, language or self.settings.general.default_language, **context
+        )
+
+    async def opt_in(self, request: OptIn) -> bool:
+        """Record consent for a channel (or a whole server) and queue the opt-in notice in
+        its language. Returns False when it was opted in already."""
+        ref = request.channel
+        notice = self.text("optin_notice", ref.language, channel_title=ref.title)
+        admin = self.pseudonymize(ref.platform, request.admin_id)
         channel, changed = await self.store.opt_in(
-            request.channel, consent_by=admin, at=request.at, notice=notice
+            ref, consent_by=admin, at=request.at, notice=notice
         )
         if changed:
             logger.info("channel %s opted in (notice %s)", channel.id, NOTICE_VERSION)
+        return changed
+
+    async def opt_out(self, request: OptOut) -> bool:
+        """Stop watching a channel (purging it per ``privacy.purge_on_optout``) and queue
+        the confirmation. Returns False when it was not being watched."""
+        ref = request.channel
+        existing = await self.store.get_channel(ref.platform, ref.chat_id)
+        language = (existing.language if existing else None) or ref.language
+        notice = self.text("optout_confirmation", language, channel_title=ref.title)
+        channel = await self.store.opt_out(
+            ref,
+            by=self.pseudonymize(ref.platform, request.admin_id),
+            at=request.at,
+            purge=self.settings.privacy.purge_on_optout,
+            notice=notice if ref.kind != "server" else None,
+        )
+        if channel is not None:
+            logger.info("channel %s opted out", channel.id)
+        return channel is not None
+
+    async def _watched(self, ref: ChannelRef, author: str) -> Channel | None:
+        """The stored channel a message comes from, if the bot may keep its messages.
+
+        A direct chat with the bot is consent in itself. A channel in a server that opted
+        in as a whole is taken in at its first message, unless it opted out on its own.
+        """
+        channel = await self.store.get_channel(ref.platform, ref.chat_id)
+        if channel is not None and channel.opted_in:
+            return channel
+        if ref.kind == "direct":
+            channel, _ = await self.store.opt_in(ref, consent_by=author, at=utcnow(), notice=None)
+            return channel
+        # A channel row that is not opted in was opted out on its own: that wins.
+        if ref.server_id is None or channel is not None:
+            return None
+        server = await self.store.get_channel(ref.platform, server_chat_id(ref.server_id))
+        if server is None or not server.opted_in:
+            return None
+        ref = replace(ref, language=ref.language or server.language)
+        channel, _ = await self.store.opt_in(
+            ref, consent_by=server.consent_by or "", at=utcnow(), notice=None
+        )
+        return channel
 
     async def ingest(self, message: IncomingMessage) -> IngestResult | None:
-        """Take one message from an adapter. Returns None when the channel is not opted in."""
+        """Take one message from an adapter. Returns None when the channel is not watched
+        (nothing about the message is stored)."""
         ref = message.channel
-        channel = await self.store.get_channel(ref.platform, ref.chat_id)
-        if channel is None or not channel.opted_in:
-            return None  # dropped before anything is stored
-        text = message.text.replace("\x00", "")
-        if len(text) > MAX_TEXT_CHARS:
-            text = text[:MAX_TEXT_CHARS] + "…"
-        if text != message.text:
-            message = IncomingMessage(
-                channel=message.channel,
-                message_id=message.message_id,
-                author_id=message.author_id,
-                author_name=message.author_name[:200],
-                text=text,
-                sent_at=message.sent_at,
-                reply_to_message_id=message.reply_to_message_id,
-            )
         author = self.pseudonymize(ref.platform, message.author_id)
+        channel = await self._watched(ref, author)
+        if channel is None:
+            return None  # dropped before anything is stored
+        text = clean_text(message.text)
+        if text != message.text or len(message.author_name) > 200:
+            message = replace(message, text=text, author_name=message.author_name[:200])
         message_id, created = await self.store.insert_message(channel.id, message, author)
         stored = await self.store.get_message(message_id)
         if not created and stored.detected:
@@ -100,9 +166,55 @@ class Pipeline:
         detection, case_id = await self._process(stored, channel)
         if case_id is not None:
             # Only people whose message is part of a case may get a private reply, so only
-            # their platform address is kept.
-            await self.store.remember_contact(author, ref.platform, message.author_id)
+            # their platform address is kept. Writing to the bot directly shows the
+            # platform lets the bot write back.
+            await self.store.remember_contact(
+                author,
+                ref.platform,
+                message.author_id,
+                direct_ok=True if channel.kind == "direct" else None,
+            )
         return IngestResult(message_id, created, detection, case_id)
+
+    async def edit(self, edit: MessageEdit) -> bool:
+        """An author edited a message: store the new text and detect it again. Returns
+        False when the message was never stored."""
+        ref = edit.channel
+        channel = await self.store.get_channel(ref.platform, ref.chat_id)
+        if channel is None:
+            return False
+        stored = await self.store.edit_message(
+            channel.id, edit.message_id, clean_text(edit.text), at=utcnow()
+        )
+        if stored is None:
+            return False
+        await self._process(stored, channel)
+        return True
+
+    async def delete(self, deletion: MessageDeletion) -> bool:
+        """A message was deleted on the platform: its text leaves the case."""
+        ref = deletion.channel
+        channel = await self.store.get_channel(ref.platform, ref.chat_id)
+        if channel is None:
+            return False
+        return (
+            await self.store.delete_message(channel.id, deletion.message_id, at=utcnow())
+            is not None
+        )
+
+    async def export_person(self, platform: str, user_id: str) -> dict[str, Any]:
+        """What is stored about one person (``/privacy export``)."""
+        return await self.store.person_data(self.pseudonymize(platform, user_id))
+
+    async def erase_person(self, platform: str, user_id: str) -> dict[str, int]:
+        """Delete everything about one person (``/privacy delete``)."""
+        counts = await self.store.erase_person(self.pseudonymize(platform, user_id))
+        logger.info("erased a person's data on request: %s", counts)
+        return counts
+
+    async def watched_channels(self, platform: str) -> list[tuple[ChannelRef, str | None]]:
+        """Opted-in channels with the newest stored message id: where catch-up starts."""
+        return [(c.ref(), last) for c, last in await self.store.watched_channels(platform)]
 
     async def recover(self) -> int:
         """Process messages that were stored but never processed. Returns how many were.
@@ -126,18 +238,31 @@ class Pipeline:
         self, stored: StoredMessage, channel: Channel
     ) -> tuple[Detection, int | None]:
         detection = self.detector.detect(stored.text)
-        window = timedelta(minutes=self.settings.pipeline.case_window_minutes)
-        case_id = await self.store.find_thread_case(
-            channel.id,
-            stored.author,
-            reply_to_message_id=stored.reply_to_message_id,
-            active_since=utcnow() - window,
-        )
-        if not detection.flagged and case_id is None:
+        direct = channel.kind == "direct"
+        notice = None
+        if stored.case_id is not None:
+            case_id: int | None = stored.case_id  # an edit of a message already in a case
+        elif direct:
+            # Everything said to the bot directly is a question for the volunteers.
+            hours = self.settings.pipeline.direct_followup_hours
+            case_id = await self.store.conversation_case(
+                channel.id, active_since=utcnow() - timedelta(hours=hours)
+            )
+            if case_id is None:
+                notice = self.text("dm_acknowledgement", detection.language)
+        else:
+            window = timedelta(minutes=self.settings.pipeline.case_window_minutes)
+            case_id = await self.store.find_thread_case(
+                channel.id,
+                stored.author,
+                reply_to_message_id=stored.reply_to_message_id,
+                active_since=utcnow() - window,
+            )
+        if not detection.flagged and case_id is None and not direct:
             await self.store.record_detection(stored.id, detection)
             return detection, None
         suggestions = None
-        if detection.flagged:
+        if detection.flagged or direct:
             # A follow-up is searched together with what the case already asked, so the
             # suggestions cover the whole conversation, not only its latest line.
             earlier = await self.store.case_flagged_texts(case_id) if case_id else []
@@ -151,6 +276,11 @@ class Pipeline:
                 for rank, h in enumerate(hits, start=1)
             ] or None  # nothing matched: keep what the case had
         case_id = await self.store.file_message(
-            stored.id, detection, case_id=case_id, suggestions=suggestions
+            stored.id,
+            detection,
+            case_id=case_id,
+            suggestions=suggestions,
+            notice=notice,
+            reopen=direct and stored.case_id is None,
         )
         return detection, case_id

@@ -88,6 +88,8 @@ channels = sa.Table(
     sa.Column("consent_title", sa.Text),
     sa.Column("opted_out_at", UTCDateTime),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # The server (Discord guild) a channel belongs to: a server-wide opt-in covers it.
+    sa.Column("server_id", sa.String(100)),
     sa.UniqueConstraint("platform", "chat_id"),
 )
 
@@ -100,6 +102,9 @@ contacts = sa.Table(
     sa.Column("platform", sa.String(20), nullable=False),
     sa.Column("platform_user_id", sa.String(100), nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # Whether the bot may write to this person privately: true once they wrote to the
+    # bot directly, false once the platform refused; unknown (null) until then.
+    sa.Column("direct_ok", sa.Boolean),
 )
 
 cases = sa.Table(
@@ -141,6 +146,9 @@ messages = sa.Table(
     sa.Column("reasons", sa.JSON, nullable=False),
     sa.Column("language", sa.String(5)),
     sa.Column("substances", sa.JSON, nullable=False),
+    sa.Column("edited_at", UTCDateTime),
+    # Deleted on the platform: the text is gone, the row stays so the thread reads right.
+    sa.Column("deleted_at", UTCDateTime),
     sa.UniqueConstraint("channel_id", "platform_message_id"),
     sa.Index(None, "channel_id", "sent_at"),
     sa.Index(None, "case_id"),
@@ -237,6 +245,9 @@ outbox = sa.Table(
     sa.Column("lease_until", UTCDateTime),
     sa.Column("last_error", sa.Text),
     sa.Column("platform_message_id", sa.String(100)),
+    # Platform ids of the parts already delivered, for a text split into several
+    # messages: a retry resumes after them instead of posting them again.
+    sa.Column("part_ids", sa.JSON),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("sent_at", UTCDateTime),
     sa.Index(None, "status", "next_attempt_at"),

@@ -140,6 +140,11 @@ class PrivacySettings:
         "first start and kept in the database. Changing it breaks the link between a "
         "person's old and new messages.",
     )
+    purge_on_optout: bool = setting(
+        True,
+        "When a channel admin opts out, delete what was stored from that channel (messages, "
+        "cases, replies). The consent record and the audit trail stay.",
+    )
 
 
 @dataclass(frozen=True)
@@ -164,6 +169,13 @@ class PipelineSettings:
         5, "Messages before a flagged one shown as its context.", minimum=0, maximum=50
     )
     suggestions: int = setting(3, "FAQ answers suggested for each case.", minimum=0, maximum=20)
+    direct_followup_hours: int = setting(
+        72,
+        "In a private chat with the bot, a new message continues the person's case while it "
+        "is open, or answered less than this many hours ago (the follow-up puts it back in "
+        "the queue); after that it opens a new case with a new acknowledgement.",
+        minimum=1,
+    )
 
 
 def _check_embedder(value: Any) -> str | None:
@@ -258,6 +270,89 @@ class DemoSettings:
     )
 
 
+def _check_http_url(value: Any) -> str | None:
+    if isinstance(value, str) and (value == "" or value.startswith(("http://", "https://"))):
+        return None
+    return f"expected an http:// or https:// URL, got {value!r}"
+
+
+def _check_webhook_path(value: Any) -> str | None:
+    if isinstance(value, str) and value.startswith("/") and " " not in value:
+        return None
+    return f"expected a path starting with /, got {value!r}"
+
+
+@dataclass(frozen=True)
+class TelegramSettings:
+    token: Secret = setting(
+        Secret(""),
+        "Bot token from @BotFather. The Telegram adapter runs when it is set; prefer the "
+        "environment variable PEERDESK_TELEGRAM_TOKEN to writing it in a file.",
+    )
+    base_url: str = setting(
+        "https://api.telegram.org/bot",
+        "Bot API address; the token is appended. Name a local Bot API server (or a test "
+        "server) here.",
+        check=_check_http_url,
+    )
+    base_file_url: str = setting(
+        "https://api.telegram.org/file/bot",
+        "Bot API address for file downloads; the token is appended.",
+        check=_check_http_url,
+    )
+    mode: str = setting(
+        "polling",
+        "How updates arrive: polling (the bot asks; works behind any firewall) or webhook "
+        "(Telegram posts them to the console's web server at webhook_url).",
+        choices=("polling", "webhook"),
+    )
+    webhook_url: str = setting(
+        "",
+        "Public https address of the console as Telegram reaches it (through your reverse "
+        "proxy), without the path; needed in webhook mode.",
+        check=_check_http_url,
+    )
+    webhook_path: str = setting(
+        "/telegram/webhook",
+        "Path on the console's web server that receives Telegram's updates in webhook mode.",
+        check=_check_webhook_path,
+    )
+    webhook_secret: Secret = setting(
+        Secret(""),
+        "Secret Telegram sends with every webhook call (letters, digits, _ and -); calls "
+        "without it are refused. Empty: one is generated and kept in the database.",
+    )
+    poll_timeout: int = setting(
+        30, "Seconds one long-polling request waits for new updates.", minimum=0, maximum=300
+    )
+    request_timeout: float = setting(
+        20.0,
+        "Seconds a call to the Bot API (such as sending a reply) may take before it counts "
+        "as failed and is retried.",
+        minimum=1.0,
+    )
+
+
+@dataclass(frozen=True)
+class DiscordSettings:
+    token: Secret = setting(
+        Secret(""),
+        "Bot token from the Discord developer portal. The Discord adapter runs when it is "
+        "set; prefer the environment variable PEERDESK_DISCORD_TOKEN.",
+    )
+    shard_count: int = setting(
+        0,
+        "Total number of shards for a bot in very many servers; 0 lets one process connect "
+        "without sharding (Discord requires sharding from 2,500 servers).",
+        minimum=0,
+    )
+    shard_ids: tuple[int, ...] = setting(
+        (),
+        "The shards this process runs, such as [0, 1] (with shard_count); empty runs them "
+        "all. Split them over several processes to spread the load.",
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
     """All settings, by section. Build with :func:`load_settings`."""
@@ -271,6 +366,8 @@ class Settings:
     knowledge_base: KnowledgeBaseSettings = field(default_factory=KnowledgeBaseSettings)
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
+    telegram: TelegramSettings = field(default_factory=TelegramSettings)
+    discord: DiscordSettings = field(default_factory=DiscordSettings)
     source: str = field(default="defaults", compare=False)
 
 
@@ -373,6 +470,19 @@ def _coerce(info: SettingInfo, raw: Any, *, from_env: bool) -> Any:
             raw = [part.strip() for part in raw.split(",") if part.strip()]
         if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
             raise ValueError(f"expected a list of text values, got {raw!r}")
+        value = tuple(raw)
+    elif kind == "tuple[int, ...]":
+        if from_env and isinstance(raw, str):
+            try:
+                raw = [int(part) for part in raw.split(",") if part.strip()]
+            except ValueError:
+                raise ValueError(
+                    f"expected whole numbers separated by commas, got {raw!r}"
+                ) from None
+        if not isinstance(raw, list) or not all(
+            isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in raw
+        ):
+            raise ValueError(f"expected a list of whole numbers, got {raw!r}")
         value = tuple(raw)
     else:  # pragma: no cover - a declaration error, caught by the tests
         raise TypeError(f"unsupported setting type {kind} for {info.name}")
@@ -484,7 +594,7 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, tuple):
-        return "[" + ", ".join(f'"{item}"' for item in value) + "]"
+        return "[" + ", ".join(str(v) if isinstance(v, int) else f'"{v}"' for v in value) + "]"
     return f'"{value}"'
 
 

@@ -83,6 +83,7 @@ class Delivery:
     item: OutboxItem
     channel: ChannelRef
     recipient: str | None  # platform user id for private replies
+    direct_ok: bool | None = None  # whether the recipient may be written to privately
 
 
 def _reasons(raw: Any) -> tuple[Reason, ...]:
@@ -110,6 +111,7 @@ def _channel_from_row(row: Row[Any]) -> Channel:
         opted_in=row.opted_in,
         consent_by=row.consent_by,
         consent_at=row.consent_at,
+        server_id=row.server_id,
     )
 
 
@@ -131,6 +133,8 @@ def _message_from_row(row: Row[Any]) -> StoredMessage:
         language=row.language,
         substances=tuple(row.substances or ()),
         detected=row.detected,
+        edited_at=row.edited_at,
+        deleted_at=row.deleted_at,
     )
 
 
@@ -172,6 +176,9 @@ def _outbox_from_row(row: Row[Any]) -> OutboxItem:
         reply_to_message_id=row.reply_to_message_id,
         attempts=row.attempts,
         status=OutboxStatus(row.status),
+        kind=row.kind,
+        recipient=row.recipient,
+        part_ids=tuple(row.part_ids or ()),
     )
 
 
@@ -347,6 +354,8 @@ class Store:
             }
             if ref.language:
                 values["language"] = ref.language
+            if ref.server_id:
+                values["server_id"] = ref.server_id
             if row is None:
                 result = await conn.execute(
                     t.channels.insert().values(
@@ -369,28 +378,139 @@ class Store:
             ).one()
         return _channel_from_row(row), True
 
+    async def opt_out(
+        self, ref: ChannelRef, *, by: str, at: datetime, purge: bool, notice: str | None
+    ) -> Channel | None:
+        """Stop watching a channel; with ``purge`` delete what was stored from it.
+
+        The consent record and the audit trail stay. ``notice`` (the confirmation) is
+        queued after the purge. Returns None when the channel was not being watched.
+        """
+        async with self.engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(t.channels).where(
+                        t.channels.c.platform == ref.platform, t.channels.c.chat_id == ref.chat_id
+                    )
+                )
+            ).first()
+            if row is None or not row.opted_in:
+                return None
+            await conn.execute(
+                t.channels.update()
+                .where(t.channels.c.id == row.id)
+                .values(opted_in=False, opted_out_at=at)
+            )
+            purged = await self._purge_channel(conn, row.id) if purge else 0
+            await self._audit(
+                conn, None, "channel.opt_out", "channel", row.id, {"by": by, "purged": purged}
+            )
+            if notice:
+                await self._enqueue(conn, row.id, notice, kind="notice")
+            row = (await conn.execute(sa.select(t.channels).where(t.channels.c.id == row.id))).one()
+        return _channel_from_row(row)
+
+    async def _purge_channel(self, conn: AsyncConnection, channel_id: int) -> int:
+        """Delete a channel's messages, cases and replies. Returns how many messages."""
+        cases = sa.select(t.cases.c.id).where(t.cases.c.channel_id == channel_id)
+        await self._delete_cases(conn, cases)
+        deleted = await conn.execute(
+            t.messages.delete().where(t.messages.c.channel_id == channel_id)
+        )
+        await conn.execute(
+            t.outbox.delete().where(
+                t.outbox.c.channel_id == channel_id,
+                t.outbox.c.status.in_([OutboxStatus.PENDING.value, OutboxStatus.SENDING.value]),
+            )
+        )
+        await self._drop_orphan_contacts(conn)
+        return int(deleted.rowcount or 0)
+
+    async def _delete_cases(self, conn: AsyncConnection, case_ids: sa.Select[Any]) -> int:
+        """Delete cases with everything that hangs off them (not their messages)."""
+        ids = list((await conn.scalars(case_ids)).all())
+        if not ids:
+            return 0
+        replies = sa.select(t.replies.c.id).where(t.replies.c.case_id.in_(ids))
+        await conn.execute(t.outbox.delete().where(t.outbox.c.reply_id.in_(replies)))
+        await conn.execute(t.replies.delete().where(t.replies.c.case_id.in_(ids)))
+        await conn.execute(t.suggestions.delete().where(t.suggestions.c.case_id.in_(ids)))
+        await conn.execute(
+            t.messages.update().where(t.messages.c.case_id.in_(ids)).values(case_id=None)
+        )
+        await conn.execute(t.cases.delete().where(t.cases.c.id.in_(ids)))
+        return len(ids)
+
+    async def _drop_orphan_contacts(self, conn: AsyncConnection) -> None:
+        """Contacts are kept only for people who have a case."""
+        await conn.execute(
+            t.contacts.delete().where(
+                t.contacts.c.pseudonym.not_in(sa.select(t.cases.c.author).distinct())
+            )
+        )
+
+    async def watched_channels(self, platform: str) -> list[tuple[Channel, str | None]]:
+        """Opted-in channels of a platform, each with the platform id of the newest
+        message stored from it (None when nothing was): where a history catch-up starts."""
+        newest = (
+            sa.select(t.messages.c.channel_id, sa.func.max(t.messages.c.id).label("message_id"))
+            .group_by(t.messages.c.channel_id)
+            .subquery()
+        )
+        last = t.messages.alias("last")
+        query = (
+            sa.select(t.channels, last.c.platform_message_id.label("last_message_id"))
+            .outerjoin(newest, newest.c.channel_id == t.channels.c.id)
+            .outerjoin(last, last.c.id == newest.c.message_id)
+            .where(
+                t.channels.c.platform == platform,
+                t.channels.c.opted_in.is_(True),
+                t.channels.c.kind != "server",
+            )
+            .order_by(t.channels.c.id)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(_channel_from_row(r), r.last_message_id) for r in rows]
+
     # -- contacts ----------------------------------------------------------------------
 
-    async def remember_contact(self, pseudonym: str, platform: str, user_id: str) -> None:
+    async def remember_contact(
+        self, pseudonym: str, platform: str, user_id: str, *, direct_ok: bool | None = None
+    ) -> None:
+        """Keep the platform address of a person with a case; ``direct_ok`` (when given)
+        records whether the bot may write to them privately."""
+        values: dict[str, Any] = {"platform_user_id": user_id, "updated_at": utcnow()}
+        if direct_ok is not None:
+            values["direct_ok"] = direct_ok
         async with self.engine.begin() as conn:
             updated = await conn.execute(
-                t.contacts.update()
-                .where(t.contacts.c.pseudonym == pseudonym)
-                .values(platform_user_id=user_id, updated_at=utcnow())
+                t.contacts.update().where(t.contacts.c.pseudonym == pseudonym).values(**values)
             )
             if not updated.rowcount:
                 try:
                     async with conn.begin_nested():
                         await conn.execute(
                             t.contacts.insert().values(
-                                pseudonym=pseudonym,
-                                platform=platform,
-                                platform_user_id=user_id,
-                                updated_at=utcnow(),
+                                pseudonym=pseudonym, platform=platform, **values
                             )
                         )
                 except sa.exc.IntegrityError:
                     pass  # a concurrent insert of the same person
+
+    async def set_direct_ok(self, pseudonym: str, ok: bool) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                t.contacts.update().where(t.contacts.c.pseudonym == pseudonym).values(direct_ok=ok)
+            )
+
+    async def direct_ok(self, pseudonym: str) -> bool | None:
+        """Whether this person may be written to privately; None when nobody knows yet."""
+        async with self.engine.connect() as conn:
+            value = await conn.scalar(
+                sa.select(t.contacts.c.direct_ok).where(t.contacts.c.pseudonym == pseudonym)
+            )
+        return None if value is None else bool(value)
 
     # -- messages ----------------------------------------------------------------------
 
@@ -488,6 +608,95 @@ class Store:
             )
         )
 
+    async def edit_message(
+        self, channel_id: int, platform_message_id: str, text: str, *, at: datetime
+    ) -> StoredMessage | None:
+        """Replace a stored message's text after its author edited it; it is detected
+        again. None when the message was never stored, or was deleted."""
+        async with self.engine.begin() as conn:
+            updated = await conn.execute(
+                t.messages.update()
+                .where(
+                    t.messages.c.channel_id == channel_id,
+                    t.messages.c.platform_message_id == platform_message_id,
+                    t.messages.c.deleted_at.is_(None),
+                )
+                .values(text=text, edited_at=at, detected=False)
+            )
+            if not updated.rowcount:
+                return None
+            row = (
+                await conn.execute(
+                    sa.select(t.messages).where(
+                        t.messages.c.channel_id == channel_id,
+                        t.messages.c.platform_message_id == platform_message_id,
+                    )
+                )
+            ).one()
+        return _message_from_row(row)
+
+    async def delete_message(
+        self, channel_id: int, platform_message_id: str, *, at: datetime
+    ) -> StoredMessage | None:
+        """Remove a message's text after it was deleted on the platform; the row stays so
+        the thread still reads in order. An open case left with no text is dismissed."""
+        async with self.engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(t.messages).where(
+                        t.messages.c.channel_id == channel_id,
+                        t.messages.c.platform_message_id == platform_message_id,
+                    )
+                )
+            ).first()
+            if row is None or row.deleted_at is not None:
+                return None
+            await conn.execute(
+                t.messages.update()
+                .where(t.messages.c.id == row.id)
+                .values(text="", author_name="", deleted_at=at, reasons=[])
+            )
+            if row.case_id is not None:
+                remaining = await conn.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(t.messages)
+                    .where(t.messages.c.case_id == row.case_id, t.messages.c.deleted_at.is_(None))
+                )
+                if not remaining:
+                    await conn.execute(
+                        t.cases.update()
+                        .where(
+                            t.cases.c.id == row.case_id, t.cases.c.status == CaseStatus.OPEN.value
+                        )
+                        .values(status=CaseStatus.DISMISSED.value, updated_at=at)
+                    )
+            row = (await conn.execute(sa.select(t.messages).where(t.messages.c.id == row.id))).one()
+        return _message_from_row(row)
+
+    async def conversation_case(self, channel_id: int, *, active_since: datetime) -> int | None:
+        """In a direct chat with the bot: the case a new message continues, if any.
+
+        The newest case still open, or answered and active since ``active_since`` (a
+        follow-up to an answer reopens it); a dismissed case is never continued.
+        """
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(t.cases.c.id, t.cases.c.status, t.cases.c.updated_at)
+                    .where(
+                        t.cases.c.channel_id == channel_id,
+                        t.cases.c.status != CaseStatus.DISMISSED.value,
+                    )
+                    .order_by(t.cases.c.id.desc())
+                    .limit(1)
+                )
+            ).first()
+        if row is None:
+            return None
+        if row.status == CaseStatus.OPEN.value or row.updated_at >= active_since:
+            return int(row.id)
+        return None
+
     # -- cases -------------------------------------------------------------------------
 
     async def find_thread_case(
@@ -536,10 +745,14 @@ class Store:
         *,
         case_id: int | None,
         suggestions: Sequence[SuggestionRow] | None,
+        notice: str | None = None,
+        reopen: bool = False,
     ) -> int:
         """Attach a detected message to ``case_id`` (or to a new case) in one transaction.
 
-        ``suggestions`` (when given) replace the case's suggestions. Returns the case id.
+        ``suggestions`` (when given) replace the case's suggestions. ``notice`` is queued
+        to the channel when a new case is opened (the acknowledgement of a direct
+        question); ``reopen`` puts an answered case back in the queue. Returns the case id.
         """
         now = utcnow()
         async with self.engine.begin() as conn:
@@ -561,17 +774,18 @@ class Store:
                     )
                 )
                 case_id = result.inserted_primary_key[0]  # type: ignore[index]
+                if notice:
+                    await self._enqueue(conn, msg.channel_id, notice, kind="notice")
             else:
                 case = (await conn.execute(sa.select(t.cases).where(t.cases.c.id == case_id))).one()
-                await conn.execute(
-                    t.cases.update()
-                    .where(t.cases.c.id == case_id)
-                    .values(
-                        urgent=case.urgent or detection.urgent,
-                        score=max(case.score, detection.score),
-                        updated_at=now,
-                    )
-                )
+                values: dict[str, Any] = {
+                    "urgent": case.urgent or detection.urgent,
+                    "score": max(case.score, detection.score),
+                    "updated_at": now,
+                }
+                if reopen and case.status == CaseStatus.ANSWERED.value:
+                    values["status"] = CaseStatus.OPEN.value
+                await conn.execute(t.cases.update().where(t.cases.c.id == case_id).values(**values))
             await self._set_detection(conn, message_id, detection, case_id=case_id)
             if suggestions is not None:
                 await conn.execute(t.suggestions.delete().where(t.suggestions.c.case_id == case_id))
@@ -601,6 +815,7 @@ class Store:
                 t.cases,
                 t.channels.c.title.label("channel_title"),
                 t.channels.c.platform,
+                t.channels.c.kind.label("channel_kind"),
                 first.c.text.label("first_text"),
                 claimer.c.username.label("claimed_by_name"),
             )
@@ -650,6 +865,7 @@ class Store:
                     excerpt=text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "…",
                     reasons=tuple(reasons.values()),
                     substances=tuple(substances),
+                    channel_kind=r.channel_kind,
                 )
             )
         return cases
@@ -947,6 +1163,8 @@ class Store:
                         t.channels.c.kind.label("channel_kind"),
                         t.channels.c.language.label("channel_language"),
                         t.contacts.c.platform_user_id,
+                        t.contacts.c.direct_ok,
+                        t.channels.c.server_id,
                     )
                     .join(t.channels, t.channels.c.id == t.outbox.c.channel_id)
                     .outerjoin(t.contacts, t.contacts.c.pseudonym == t.outbox.c.recipient)
@@ -963,8 +1181,10 @@ class Store:
                     title=r.title,
                     kind=r.channel_kind,
                     language=r.channel_language,
+                    server_id=r.server_id,
                 ),
                 recipient=r.platform_user_id,
+                direct_ok=r.direct_ok,
             )
             for r in rows
         ]
@@ -1010,6 +1230,13 @@ class Store:
                 )
             )
 
+    async def record_part(self, outbox_id: int, part_ids: Sequence[str]) -> None:
+        """Remember the parts of a split text already delivered (see ``part_ids``)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                t.outbox.update().where(t.outbox.c.id == outbox_id).values(part_ids=list(part_ids))
+            )
+
     async def mark_failed(self, outbox_id: int, *, error: str) -> None:
         async with self.engine.begin() as conn:
             reply_id = await conn.scalar(
@@ -1032,6 +1259,109 @@ class Store:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(sa.select(t.outbox).order_by(t.outbox.c.id))).all()
         return [_outbox_from_row(r) for r in rows]
+
+    # -- one person's data (privacy requests) -------------------------------------------
+
+    async def person_data(self, pseudonym: str) -> dict[str, Any]:
+        """Everything stored about one person, for ``/privacy export``."""
+        async with self.engine.connect() as conn:
+            messages = (
+                await conn.execute(
+                    sa.select(t.messages.c.text, t.messages.c.sent_at, t.channels.c.title)
+                    .join(t.channels, t.channels.c.id == t.messages.c.channel_id)
+                    .where(t.messages.c.author == pseudonym, t.messages.c.deleted_at.is_(None))
+                    .order_by(t.messages.c.sent_at, t.messages.c.id)
+                )
+            ).all()
+            cases = (
+                await conn.execute(
+                    sa.select(t.cases.c.id, t.cases.c.status, t.cases.c.created_at)
+                    .where(t.cases.c.author == pseudonym)
+                    .order_by(t.cases.c.id)
+                )
+            ).all()
+            replies = (
+                await conn.execute(
+                    sa.select(t.replies.c.text, t.replies.c.sent_at, t.replies.c.status)
+                    .join(t.cases, t.cases.c.id == t.replies.c.case_id)
+                    .where(t.cases.c.author == pseudonym)
+                    .order_by(t.replies.c.id)
+                )
+            ).all()
+            contact = (
+                await conn.execute(
+                    sa.select(t.contacts.c.platform, t.contacts.c.updated_at).where(
+                        t.contacts.c.pseudonym == pseudonym
+                    )
+                )
+            ).first()
+        return {
+            "pseudonym": pseudonym,
+            "messages": [
+                {"channel": m.title, "sent_at": m.sent_at.isoformat(), "text": m.text}
+                for m in messages
+            ],
+            "cases": [
+                {"id": c.id, "status": c.status, "opened_at": c.created_at.isoformat()}
+                for c in cases
+            ],
+            "replies": [
+                {
+                    "text": r.text,
+                    "status": r.status,
+                    "sent_at": r.sent_at.isoformat() if r.sent_at else None,
+                }
+                for r in replies
+            ],
+            "contact_kept": contact is not None,
+        }
+
+    async def erase_person(self, pseudonym: str) -> dict[str, int]:
+        """Delete everything about one person: their messages, their cases with the
+        replies to them, their contact and their direct chat with the bot. A group's
+        consent record they made stays, without their pseudonym. Returns counts."""
+        async with self.engine.begin() as conn:
+            cases = await self._delete_cases(
+                conn, sa.select(t.cases.c.id).where(t.cases.c.author == pseudonym)
+            )
+            messages = await conn.execute(
+                t.messages.delete().where(t.messages.c.author == pseudonym)
+            )
+            direct = sa.select(t.channels.c.id).where(
+                t.channels.c.kind == "direct", t.channels.c.consent_by == pseudonym
+            )
+            direct_ids = list((await conn.scalars(direct)).all())
+            if direct_ids:
+                await self._delete_cases(
+                    conn, sa.select(t.cases.c.id).where(t.cases.c.channel_id.in_(direct_ids))
+                )
+                await conn.execute(
+                    t.messages.delete().where(t.messages.c.channel_id.in_(direct_ids))
+                )
+                await conn.execute(t.outbox.delete().where(t.outbox.c.channel_id.in_(direct_ids)))
+                await conn.execute(t.channels.delete().where(t.channels.c.id.in_(direct_ids)))
+            await conn.execute(
+                t.outbox.delete().where(
+                    t.outbox.c.recipient == pseudonym,
+                    t.outbox.c.status != OutboxStatus.SENT.value,
+                )
+            )
+            await conn.execute(
+                t.outbox.update().where(t.outbox.c.recipient == pseudonym).values(recipient=None)
+            )
+            await conn.execute(t.contacts.delete().where(t.contacts.c.pseudonym == pseudonym))
+            await conn.execute(
+                t.channels.update()
+                .where(t.channels.c.consent_by == pseudonym)
+                .values(consent_by="erased")
+            )
+            counts = {
+                "messages": int(messages.rowcount or 0),
+                "cases": cases,
+                "direct_chats": len(direct_ids),
+            }
+            await self._audit(conn, None, "person.erase", "person", None, counts)
+        return counts
 
     # -- FAQ ---------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from fastapi.templating import Jinja2Templates
 from bot.models import CaseStatus, User, Visibility, utcnow
 from bot.passwords import verify_password
 from console.auth import CSRF_FIELD, LoginThrottle, check_csrf, csrf_token, require, runtime
-from console.replies import ReplyRefused, send_reply
+from console.replies import ReplyRefused, private_refusal, send_reply
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -132,7 +132,7 @@ async def _case_page(
             "reply_error": error,
             # One key per form: sending the same form twice sends one reply.
             "reply_key": secrets.token_urlsafe(16),
-            "private_ok": any(a.can_send_private() for a in rt.adapters.values()),
+            "private_refusal": await private_refusal(rt, detail.case),
         },
         code=code,
     )

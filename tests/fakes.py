@@ -29,8 +29,10 @@ class FakeAdapter(Adapter):
     async def stop(self) -> None:
         self.started = False
 
-    def can_send_private(self) -> bool:
-        return self.private
+    def private_refusal(self, direct_ok: bool | None) -> str | None:
+        if not self.private:
+            return "private messages are not possible on this platform"
+        return "this person refused private messages" if direct_ok is False else None
 
     async def send(self, message: OutgoingMessage) -> str:
         if self.failures:

@@ -151,7 +151,7 @@ async def test_private_reply_needs_a_platform_that_can_dm(runtime: Runtime) -> N
     await _worker(runtime, adapter, Clock()).run_once()
     (reply,) = (await runtime.store.get_case(case_id)).replies
     assert reply.status is ReplyStatus.FAILED
-    assert reply.error is not None and "privately" in reply.error
+    assert reply.error is not None and "private messages are not possible" in reply.error
 
 
 async def test_private_reply_goes_to_the_author(runtime: Runtime) -> None:
