@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.models import (
@@ -36,6 +37,8 @@ class Inbox(Protocol):
 
     async def delete(self, deletion: MessageDeletion) -> bool: ...
 
+    async def move_channel(self, platform: str, old_chat_id: str, new_chat_id: str) -> None: ...
+
     async def export_person(self, platform: str, user_id: str) -> dict[str, Any]: ...
 
     async def erase_person(self, platform: str, user_id: str) -> dict[str, int]: ...
@@ -43,6 +46,14 @@ class Inbox(Protocol):
     async def watched_channels(self, platform: str) -> list[tuple[ChannelRef, str | None]]: ...
 
     def text(self, name: str, language: str | None, **context: Any) -> str: ...
+
+
+class AdapterStartError(Exception):
+    """A platform connection cannot start (bad token, bad settings); says why, never
+    showing a secret."""
+
+
+WebhookHandler = Callable[[Mapping[str, str], bytes], Awaitable[int]]
 
 
 class DeliveryError(Exception):
@@ -91,6 +102,12 @@ class Adapter(ABC):
         Raise :class:`PlatformUnavailable` / :class:`RateLimited` for transient trouble and
         :class:`PermanentDeliveryError` when retrying cannot help.
         """
+
+    def webhooks(self) -> list[tuple[str, WebhookHandler]]:
+        """HTTP routes the console must serve for this platform: (path, handler). The
+        handler gets the request headers (lower-case names) and body, and returns the
+        status code to answer with."""
+        return []
 
     def escape(self, text: str) -> str:
         """``text`` made safe to post verbatim: no markup, no mass mentions."""

@@ -18,6 +18,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 from bot import migrate
+from bot.adapter import AdapterStartError
 from bot.detector import Detector, Lexicon
 from bot.models import Role
 from bot.passwords import MIN_PASSWORD_LENGTH, hash_password, new_token, token_hash
@@ -454,7 +455,14 @@ def main(
     }
     try:
         return asyncio.run(commands[args.command]())
-    except (UsageError, StoreError, StartupError, EntryError, EmbedderError) as exc:
+    except (
+        UsageError,
+        StoreError,
+        StartupError,
+        AdapterStartError,
+        EntryError,
+        EmbedderError,
+    ) as exc:
         print(f"peerdesk: error: {exc}", file=err)
         return 1
     except OSError as exc:

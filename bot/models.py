@@ -85,6 +85,7 @@ class OptOut:
     channel: ChannelRef
     admin_id: str
     at: datetime
+    notify: bool = True  # False when the bot can no longer write there (it was removed)
 
 
 @dataclass(frozen=True)

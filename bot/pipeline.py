@@ -117,7 +117,7 @@ class Pipeline:
             by=self.pseudonymize(ref.platform, request.admin_id),
             at=request.at,
             purge=self.settings.privacy.purge_on_optout,
-            notice=notice if ref.kind != "server" else None,
+            notice=notice if request.notify and ref.kind != "server" else None,
         )
         if channel is not None:
             logger.info("channel %s opted out", channel.id)
@@ -163,7 +163,13 @@ class Pipeline:
         if not created and stored.detected:
             return IngestResult(message_id, False, None, stored.case_id)
         # New, or stored earlier but never processed (processing failed): process it now.
-        detection, case_id = await self._process(stored, channel)
+        # The message is safe in the store, so a failure here is not the platform's
+        # problem: the recovery pass processes it later.
+        try:
+            detection, case_id = await self._process(stored, channel)
+        except Exception:
+            logger.exception("message %s stored but not processed; recovery will retry", message_id)
+            return IngestResult(message_id, created, None, None)
         if case_id is not None:
             # Only people whose message is part of a case may get a private reply, so only
             # their platform address is kept. Writing to the bot directly shows the
@@ -201,6 +207,10 @@ class Pipeline:
             await self.store.delete_message(channel.id, deletion.message_id, at=utcnow())
             is not None
         )
+
+    async def move_channel(self, platform: str, old_chat_id: str, new_chat_id: str) -> None:
+        """The platform gave a chat a new id (a Telegram group became a supergroup)."""
+        await self.store.move_channel(platform, old_chat_id, new_chat_id)
 
     async def export_person(self, platform: str, user_id: str) -> dict[str, Any]:
         """What is stored about one person (``/privacy export``)."""

@@ -105,6 +105,23 @@ async def seed_faq(faq: FAQ, settings: Settings) -> int:
     return await faq.import_dir(folder, author="seed")
 
 
+async def platform_adapters(store: Store, settings: Settings) -> dict[str, Adapter]:
+    """The chat platforms that have a token. Each library is imported only when used."""
+    adapters: dict[str, Adapter] = {}
+    if settings.telegram.token:
+        from bot.telegram_adapter import TelegramAdapter
+
+        secret = settings.telegram.webhook_secret.get() or await store.get_or_create_secret(
+            "telegram_webhook"
+        )
+        adapters["telegram"] = TelegramAdapter(settings.telegram, webhook_secret=secret)
+    if settings.discord.token:
+        from bot.discord_adapter import DiscordAdapter
+
+        adapters["discord"] = DiscordAdapter(settings.discord)
+    return adapters
+
+
 async def build_runtime(settings: Settings, *, demo: bool = False) -> Runtime:
     """Open the store (migrating it), load secrets, the FAQ and the detector."""
     store = await open_store(settings)
@@ -139,6 +156,7 @@ async def build_runtime(settings: Settings, *, demo: bool = False) -> Runtime:
                 interval_seconds=settings.demo.interval_seconds,
             )
             adapters[demo_adapter.platform] = demo_adapter
+        adapters.update(await platform_adapters(store, settings))
         outbox = OutboxWorker(store, adapters, settings.outbox)
     except BaseException:
         await store.close()

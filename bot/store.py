@@ -449,6 +449,32 @@ class Store:
             )
         )
 
+    async def move_channel(self, platform: str, old_chat_id: str, new_chat_id: str) -> None:
+        """Give a stored channel its new platform id, keeping its consent and history. If a
+        row for the new id exists already (messages raced the move), it is left alone."""
+        async with self.engine.begin() as conn:
+            taken = await conn.scalar(
+                sa.select(t.channels.c.id).where(
+                    t.channels.c.platform == platform, t.channels.c.chat_id == new_chat_id
+                )
+            )
+            if taken is not None:
+                return
+            moved = await conn.execute(
+                t.channels.update()
+                .where(t.channels.c.platform == platform, t.channels.c.chat_id == old_chat_id)
+                .values(chat_id=new_chat_id)
+            )
+            if moved.rowcount:
+                await self._audit(
+                    conn,
+                    None,
+                    "channel.move",
+                    "channel",
+                    None,
+                    {"from": old_chat_id, "to": new_chat_id},
+                )
+
     async def watched_channels(self, platform: str) -> list[tuple[Channel, str | None]]:
         """Opted-in channels of a platform, each with the platform id of the newest
         message stored from it (None when nothing was): where a history catch-up starts."""

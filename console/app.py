@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bot.adapter import WebhookHandler
 from bot.runtime import Runtime
 from bot.store import NotFound
 from console import api, faq_pages, pages
@@ -60,6 +62,25 @@ def _wants_html(request: Request) -> bool:
     )
 
 
+# Telegram's updates are a few kilobytes; anything far bigger is not from Telegram.
+MAX_WEBHOOK_BYTES = 1024 * 1024
+
+
+def _webhook_endpoint(handler: WebhookHandler) -> Callable[[Request], Awaitable[Response]]:
+    """A platform's webhook route: the adapter checks the call and says how to answer."""
+
+    async def endpoint(request: Request) -> Response:
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_WEBHOOK_BYTES:
+                return Response(status_code=413)
+        code = await handler({k.lower(): v for k, v in request.headers.items()}, body)
+        return Response(status_code=code)
+
+    return endpoint
+
+
 def create_app(rt: Runtime) -> FastAPI:
     """Build the console for a running :class:`~bot.runtime.Runtime`."""
     app = FastAPI(
@@ -89,6 +110,12 @@ def create_app(rt: Runtime) -> FastAPI:
             body.update(status="error", database=f"unreachable: {type(exc).__name__}")
             return JSONResponse(body, status_code=503)
         return JSONResponse(body)
+
+    for adapter in rt.adapters.values():
+        for path, handler in adapter.webhooks():
+            app.add_api_route(
+                path, _webhook_endpoint(handler), methods=["POST"], include_in_schema=False
+            )
 
     @app.exception_handler(LoginRequired)
     async def to_login(request: Request, exc: LoginRequired) -> Response:
