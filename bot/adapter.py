@@ -103,6 +103,10 @@ class Adapter(ABC):
         :class:`PermanentDeliveryError` when retrying cannot help.
         """
 
+    def state(self) -> str:
+        """One word for operators (shown by /healthz): connected, connecting..."""
+        return "running"
+
     def webhooks(self) -> list[tuple[str, WebhookHandler]]:
         """HTTP routes the console must serve for this platform: (path, handler). The
         handler gets the request headers (lower-case names) and body, and returns the

@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from bot import migrate
 from bot.adapter import AdapterStartError
 from bot.detector import Detector, Lexicon
+from bot.logs import configure_logging
 from bot.models import Role
 from bot.passwords import MIN_PASSWORD_LENGTH, hash_password, new_token, token_hash
 from bot.runner import DEMO_PASSWORD, DEMO_USERNAME, StartupError, run
@@ -440,11 +441,7 @@ def main(
     except ConfigError as exc:
         print(f"peerdesk: configuration error: {exc}", file=err)
         return 2
-    logging.basicConfig(
-        level=settings.general.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=err,
-    )
+    configure_logging(settings, err)
     commands: dict[str, Callable[[], Coroutine[Any, Any, int]]] = {
         "run": lambda: cmd_run(settings, args, out),
         "init": lambda: cmd_init(settings, args, out, err),

@@ -9,12 +9,13 @@ from __future__ import annotations
 import re
 
 # Where a part may end, best first: after a paragraph, after a sentence, after a line,
-# after a word.
+# after a word. Group 1 is the whitespace between two parts; a sentence keeps its closing
+# quotes and brackets.
 _BOUNDARIES = (
-    re.compile(r"\n\s*\n"),
-    re.compile(r"(?<=[.!?…])[\"'”»)]*\s+"),
-    re.compile(r"\n"),
-    re.compile(r"\s+"),
+    re.compile(r"(\n\s*\n)"),
+    re.compile(r"[.!?…][\"'”»)]*(\s+)"),
+    re.compile(r"(\n)"),
+    re.compile(r"(\s+)"),
 )
 
 
@@ -47,14 +48,19 @@ def split_text(text: str, limit: int) -> list[str]:
         cut = None
         for boundary in _BOUNDARIES:
             # A boundary in the first third would leave a stub of a part: try the next kind.
-            ends = [m for m in boundary.finditer(window) if m.start() >= len(window) // 3]
+            ends = [m for m in boundary.finditer(window) if m.start(1) >= len(window) // 3]
             if ends:
-                cut, resume = ends[-1].start(), ends[-1].end()
+                cut, resume = ends[-1].start(1), ends[-1].end(1)
                 break
+        else:
+            # Only a stub fits before the next break: a short part beats a broken word.
+            ends = [m for m in _BOUNDARIES[-1].finditer(window) if m.start(1) > 0]
+            if ends:
+                cut, resume = ends[-1].start(1), ends[-1].end(1)
         if cut is None or cut == 0:
-            cut = resume = len(window)
-            while cut > 1 and window[cut - 1] == "\\":  # never strand an escape character
-                cut -= 1
+            # Never strand an escape character: the backslashes at the end go to the next
+            # part, unless the window is nothing but backslashes (then cut between pairs).
+            cut = len(window.rstrip("\\")) or max(len(window) - len(window) % 2, 1)
             resume = cut
         parts.append(text[:cut].rstrip())
         text = text[resume:].lstrip()

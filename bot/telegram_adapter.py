@@ -241,6 +241,9 @@ class TelegramAdapter(Adapter):
             return False
         return True
 
+    def state(self) -> str:
+        return "connected" if self._ready.is_set() else "connecting"
+
     def webhooks(self) -> list[tuple[str, WebhookHandler]]:
         """Routes the console serves for this adapter: the webhook, in webhook mode."""
         if self.settings.mode != "webhook":

@@ -101,6 +101,7 @@ def create_app(rt: Runtime) -> FastAPI:
             "version": VERSION,
             "demo": rt.demo is not None,
             "adapters": sorted(rt.adapters),
+            "platforms": {name: a.state() for name, a in sorted(rt.adapters.items())},
             "started_at": rt.started_at.isoformat(),
         }
         try:

@@ -645,3 +645,78 @@ def _optin_request(ref: ChannelRef) -> Any:
     from tests.fakes import opt_in
 
     return opt_in(ref)
+
+
+# -- the README's command, as a real process ----------------------------------------------
+
+
+@pytest.mark.slow
+async def test_peerdesk_run_with_only_a_token_serves_telegram(
+    fake: FakeBotAPI, tmp_path: Path
+) -> None:
+    """`peerdesk run` with a token (and the fake server's address) and nothing else:
+    opt-in, a flagged question, an answer approved through the API, delivered once."""
+    import os
+    import re
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PEERDESK_")}
+    env.update(
+        PEERDESK_TELEGRAM_TOKEN=TOKEN,
+        PEERDESK_TELEGRAM_BASE_URL=fake.base_url,
+        PEERDESK_TELEGRAM_POLL_TIMEOUT="1",
+        PEERDESK_KNOWLEDGE_BASE_SEARCH_MODE="lexical",
+    )
+
+    async def cli(*args: str, stdin: bytes = b"") -> str:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot.cli", *args, cwd=tmp_path, env=env,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await proc.communicate(stdin)
+        assert proc.returncode == 0, err.decode()
+        return out.decode()
+
+    await cli("init")
+    await cli("user", "add", "vera", "--role", "coordinator", "--password-stdin",
+              stdin=b"correct horse battery\n")  # fmt: skip
+    token = (await cli("user", "token", "vera")).strip().split()[-1]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "run", "--port", "0", cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        first = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
+        url = re.search(r"(http://\S+)", first)
+        assert url, first
+        group = FakeBotAPI.group(GROUP_ID)
+        fake.say(group, ADMIN, "/optin nl")
+        asked = fake.say(group, MEMBER, DRUG_QUESTION)
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=url.group(1), headers=headers) as api:
+            health = (await api.get("/healthz")).json()
+            assert health["platforms"] == {"telegram": "connected"}
+
+            async def cases() -> list[Any]:
+                found: list[Any] = (await api.get("/api/v1/cases")).json()["cases"]
+                return found
+
+            (case,) = await until(cases, within=30)
+            sent = await api.post(
+                f"/api/v1/cases/{case['id']}/replies",
+                json={"text": "Samen nemen belast je lichaam dubbel.", "visibility": "public"},
+                headers={"Idempotency-Key": "one"},
+            )
+            assert sent.status_code in (200, 201), sent.text
+        answers = await until(lambda: [m for m in fake.sent if m.text.startswith("Samen")], 30)
+        await asyncio.sleep(1)
+        assert len([m for m in fake.sent if m.text.startswith("Samen")]) == 1
+        assert answers[0].reply_to == asked
+        assert any("peerdesk" in m.text for m in fake.sent if m.chat_id == GROUP_ID)
+    finally:
+        process.send_signal(2)  # SIGINT, as Ctrl-C
+        _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, err.decode()
+    assert TOKEN not in err.decode()  # the token never reaches the logs
