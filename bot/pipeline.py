@@ -107,21 +107,41 @@ class Pipeline:
 
     async def opt_out(self, request: OptOut) -> bool:
         """Stop watching a channel (purging it per ``privacy.purge_on_optout``) and queue
-        the confirmation. Returns False when it was not being watched."""
+        the confirmation. Returns False when it was not being watched.
+
+        A whole server's opt-out also stops every channel its opt-in took in; a channel
+        watched only through its server's opt-in can be opted out on its own, and stays
+        out.
+        """
         ref = request.channel
         existing = await self.store.get_channel(ref.platform, ref.chat_id)
+        if (existing is None or not existing.opted_in) and ref.server_id is not None:
+            server = await self.store.get_channel(ref.platform, server_chat_id(ref.server_id))
+            if server is not None and server.opted_in and existing is None:
+                # Record the channel (under the server's consent) so that it can be out.
+                existing, _ = await self.store.opt_in(
+                    replace(ref, language=ref.language or server.language),
+                    consent_by=server.consent_by or "",
+                    at=request.at,
+                    notice=None,
+                )
         language = (existing.language if existing else None) or ref.language
         notice = self.text("optout_confirmation", language, channel_title=ref.title)
+        by = self.pseudonymize(ref.platform, request.admin_id)
+        purge = self.settings.privacy.purge_on_optout
         channel = await self.store.opt_out(
-            ref,
-            by=self.pseudonymize(ref.platform, request.admin_id),
-            at=request.at,
-            purge=self.settings.privacy.purge_on_optout,
-            notice=notice if request.notify and ref.kind != "server" else None,
+            ref, by=by, at=request.at, purge=purge, notice=notice if request.notify else None
         )
-        if channel is not None:
-            logger.info("channel %s opted out", channel.id)
-        return channel is not None
+        if channel is None:
+            return False
+        logger.info("channel %s opted out", channel.id)
+        if channel.kind == "server" and channel.chat_id.startswith("server:"):
+            server_id = channel.chat_id.removeprefix("server:")
+            for member in await self.store.server_channels(ref.platform, server_id):
+                await self.store.opt_out(
+                    member.ref(), by=by, at=request.at, purge=purge, notice=None
+                )
+        return True
 
     async def _watched(self, ref: ChannelRef, author: str) -> Channel | None:
         """The stored channel a message comes from, if the bot may keep its messages.
@@ -184,11 +204,11 @@ class Pipeline:
 
     async def edit(self, edit: MessageEdit) -> bool:
         """An author edited a message: store the new text and detect it again. Returns
-        False when the message was never stored."""
+        False when the message was never stored, or its channel is no longer watched."""
         ref = edit.channel
         channel = await self.store.get_channel(ref.platform, ref.chat_id)
-        if channel is None:
-            return False
+        if channel is None or not channel.opted_in:
+            return False  # an opted-out channel's new words are not kept, edits neither
         stored = await self.store.edit_message(
             channel.id, edit.message_id, clean_text(edit.text), at=utcnow()
         )

@@ -449,6 +449,23 @@ class Store:
             )
         )
 
+    async def server_channels(self, platform: str, server_id: str) -> list[Channel]:
+        """The opted-in channels of one server (a Discord guild)."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(t.channels)
+                    .where(
+                        t.channels.c.platform == platform,
+                        t.channels.c.server_id == server_id,
+                        t.channels.c.kind != "server",
+                        t.channels.c.opted_in.is_(True),
+                    )
+                    .order_by(t.channels.c.id)
+                )
+            ).all()
+        return [_channel_from_row(r) for r in rows]
+
     async def move_channel(self, platform: str, old_chat_id: str, new_chat_id: str) -> None:
         """Give a stored channel its new platform id, keeping its consent and history. If a
         row for the new id exists already (messages raced the move), it is left alone."""
@@ -1381,6 +1398,18 @@ class Store:
                 .where(t.channels.c.consent_by == pseudonym)
                 .values(consent_by="erased")
             )
+            # The audit trail keeps what was done (an opt-in, an opt-out), not by whom.
+            events = await conn.execute(
+                sa.select(t.audit_events.c.id, t.audit_events.c.details).where(
+                    t.audit_events.c.details["by"].as_string() == pseudonym
+                )
+            )
+            for event in events.all():
+                await conn.execute(
+                    t.audit_events.update()
+                    .where(t.audit_events.c.id == event.id)
+                    .values(details={**event.details, "by": "erased"})
+                )
             counts = {
                 "messages": int(messages.rowcount or 0),
                 "cases": cases,
