@@ -234,6 +234,12 @@ class DiscordAdapter(Adapter):
     def client(self) -> discord.Client | None:
         return self._client
 
+    def state(self) -> str:
+        client = self._client
+        if client is None or client.is_closed():
+            return "stopped"
+        return "connected" if client.is_ready() else "connecting"
+
     @property
     def tree(self) -> app_commands.CommandTree[discord.Client]:
         if self._tree is None:

@@ -873,6 +873,7 @@ async def test_start_logs_in_registers_commands_and_catches_up_on_ready_and_resu
     await adapter.start(inbox)
     try:
         assert adapter.client is not None and adapter.client.is_ready()
+        assert adapter.state() == "connected"
         assert sorted(c["name"] for c in fake.commands or []) == ["optin", "optout", "privacy"]
         await eventually(lambda: inbox.watched_calls == 1)
 
@@ -881,7 +882,7 @@ async def test_start_logs_in_registers_commands_and_catches_up_on_ready_and_resu
         assert fake.identified == 1
     finally:
         await adapter.stop()
-    assert adapter.client.is_closed()
+    assert adapter.client.is_closed() and adapter.state() == "stopped"
     with pytest.raises(PlatformUnavailable):
         await adapter.send(
             OutgoingMessage("k", ChannelRef("discord", "1", "t"), "x", Visibility.PUBLIC)
@@ -1057,3 +1058,10 @@ async def test_catch_up_after_downtime_takes_in_what_was_missed_once(
     await dpytest.run_all_events()
     assert len(await runtime.store.list_cases()) == 2
     assert await count_rows(runtime, schema.messages) == messages
+
+
+def test_state_before_start_is_stopped() -> None:
+    from bot.settings import DiscordSettings, Secret
+
+    adapter = DiscordAdapter(DiscordSettings(token=Secret("x")))
+    assert adapter.state() == "stopped"
