@@ -472,7 +472,14 @@ class DiscordAdapter(Adapter):
             return  # an embed was resolved, or a pin: the text did not change
         ref = self.channel_ref(message.channel, person=message.author)
         ref = ref or self._event_ref(payload.channel_id, payload.guild_id)
-        await self._hand_over(MessageEdit(channel=ref, message_id=str(message.id), text=text))
+        await self._hand_over(
+            MessageEdit(
+                channel=ref,
+                message_id=str(message.id),
+                text=text,
+                author_id=str(message.author.id),
+            )
+        )
 
     async def _on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         ref = self._event_ref(payload.channel_id, payload.guild_id)

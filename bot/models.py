@@ -95,6 +95,7 @@ class MessageEdit:
     channel: ChannelRef
     message_id: str
     text: str
+    author_id: str | None = None  # kept as a contact if the edit puts the message in a case
 
 
 @dataclass(frozen=True)

@@ -214,7 +214,14 @@ class Pipeline:
         )
         if stored is None:
             return False
-        await self._process(stored, channel)
+        _, case_id = await self._process(stored, channel)
+        if case_id is not None and edit.author_id is not None:
+            await self.store.remember_contact(
+                stored.author,
+                ref.platform,
+                edit.author_id,
+                direct_ok=True if channel.kind == "direct" else None,
+            )
         return True
 
     async def delete(self, deletion: MessageDeletion) -> bool:

@@ -555,6 +555,14 @@ class Store:
             )
         return None if value is None else bool(value)
 
+    async def has_contact(self, pseudonym: str) -> bool:
+        """Whether a platform address is kept for this person (needed to write privately)."""
+        async with self.engine.connect() as conn:
+            found = await conn.scalar(
+                sa.select(t.contacts.c.pseudonym).where(t.contacts.c.pseudonym == pseudonym)
+            )
+        return found is not None
+
     # -- messages ----------------------------------------------------------------------
 
     async def insert_message(
@@ -697,7 +705,14 @@ class Store:
             await conn.execute(
                 t.messages.update()
                 .where(t.messages.c.id == row.id)
-                .values(text="", author_name="", deleted_at=at, reasons=[])
+                .values(
+                    text="",
+                    author_name="",
+                    deleted_at=at,
+                    reasons=[],
+                    substances=[],
+                    flagged=False,
+                )
             )
             if row.case_id is not None:
                 remaining = await conn.scalar(

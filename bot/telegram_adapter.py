@@ -294,7 +294,12 @@ class TelegramAdapter(Adapter):
         if update.edited_message is not None:
             text = message.text or message.caption
             if text is not None:
-                await inbox.edit(MessageEdit(ref, str(message.message_id), text))
+                author = message.from_user
+                await inbox.edit(
+                    MessageEdit(
+                        ref, str(message.message_id), text, str(author.id) if author else None
+                    )
+                )
             return
         command = self._command(message)
         if command is not None:

@@ -21,6 +21,8 @@ async def private_refusal(rt: Runtime, case: Case) -> str | None:
     adapter = rt.adapters.get(case.platform)
     if adapter is None:
         return f"the {case.platform} connection is not running"
+    if not await rt.store.has_contact(case.author):
+        return "no private address is kept for this person"
     return adapter.private_refusal(await rt.store.direct_ok(case.author))
 
 

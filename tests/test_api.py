@@ -203,3 +203,28 @@ async def test_untrained_volunteers_cannot_answer(
     )
     assert response.status_code == 409 and "trained" in response.json()["detail"]
     assert (await runtime.store.get_case(case_id)).replies == ()
+
+
+async def test_a_private_reply_that_cannot_be_delivered_is_refused(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    from tests.fakes import FakeAdapter
+
+    auth = await _bearer(runtime)
+    case_id = await flagged_case(runtime)
+    body = {"text": "Privé: drink water.", "visibility": "private"}
+    runtime.adapters["fake"] = FakeAdapter(private=False)
+    refused = await client.post(f"/api/v1/cases/{case_id}/replies", json=body, headers=auth)
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == (
+        "no private message: private messages are not possible on this platform"
+    )
+    assert all(i.reply_id is None for i in await runtime.store.outbox_items())
+    detail = (await client.get(f"/api/v1/cases/{case_id}", headers=auth)).json()
+    assert (detail["status"], detail["claimed_by"], detail["replies"]) == ("open", None, [])
+
+    runtime.adapters["fake"] = FakeAdapter()  # a platform that can
+    accepted = await client.post(f"/api/v1/cases/{case_id}/replies", json=body, headers=auth)
+    assert accepted.status_code == 201 and accepted.json()["visibility"] == "private"
+    (queued,) = [i for i in await runtime.store.outbox_items() if i.reply_id is not None]
+    assert queued.recipient == runtime.pipeline.pseudonymize("fake", "user-1")

@@ -8,12 +8,21 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bot.adapter import PermanentDeliveryError, PlatformUnavailable, RateLimited
+import pytest
+
+from bot.adapter import (
+    PermanentDeliveryError,
+    PlatformUnavailable,
+    RateLimited,
+    RecipientUnreachable,
+)
 from bot.demo_adapter import DemoAdapter
-from bot.models import OutboxStatus, ReplyStatus, Role, Visibility
+from bot.models import OutboxItem, OutboxStatus, OutgoingMessage, ReplyStatus, Role, Visibility
 from bot.outbox import OutboxWorker
 from bot.runtime import Runtime
 from bot.settings import OutboxSettings
+from bot.splitting import split_text, units
+from console.replies import ReplyRefused, send_reply
 from tests.fakes import FakeAdapter, RecordingInbox, message, opt_in
 
 
@@ -226,3 +235,169 @@ async def test_run_stops_when_asked(runtime: Runtime) -> None:
     stop.set()
     await asyncio.wait_for(task, timeout=2)
     assert len(adapter.sent) == 2
+
+
+# -- long texts in parts ---------------------------------------------------------------------
+
+LONG = (
+    "Neem niet te veel tegelijk. Wacht minstens twee uur voor je bijneemt. "
+    "Drink water, maar niet meer dan een halve liter per uur.\n\n"
+    "Alcohol en xtc samen drogen je extra uit. Zoek een rustige plek als je je niet goed voelt."
+)
+
+
+class SmallAdapter(FakeAdapter):
+    """A platform that takes only short messages; ``fail_at`` maps the n-th send (from 1)
+    to the exception it raises instead."""
+
+    max_text_chars = 60
+
+    def __init__(self, fail_at: dict[int, Exception] | None = None) -> None:
+        super().__init__()
+        self.fail_at = dict(fail_at or {})
+        self.calls = 0
+
+    async def send(self, message: OutgoingMessage) -> str:
+        self.calls += 1
+        if self.calls in self.fail_at:
+            raise self.fail_at.pop(self.calls)
+        return await super().send(message)
+
+
+async def _reply_item(rt: Runtime, case_id: int) -> OutboxItem:
+    (item,) = [i for i in await rt.store.outbox_items() if i.kind == "reply"]
+    return item
+
+
+async def _deliver_notices(rt: Runtime) -> None:
+    """Send the opt-in notice first, so only the reply is left to the adapter under test."""
+    await _worker(rt, FakeAdapter(), Clock()).run_once()
+
+
+async def _long_reply(rt: Runtime, text: str = LONG) -> tuple[int, int]:
+    await rt.pipeline.opt_in(opt_in())
+    result = await rt.pipeline.ingest(message("is xtc met alcohol gevaarlijk?", "55"))
+    assert result is not None and result.case_id is not None
+    await _deliver_notices(rt)
+    user = await rt.store.add_user("vol", "h", Role.VOLUNTEER)
+    await rt.store.approve_reply(
+        result.case_id,
+        text=text,
+        visibility=Visibility.PUBLIC,
+        written_by=user.id,
+        approved_by=user.id,
+    )
+    return result.case_id, (await _reply_item(rt, result.case_id)).id
+
+
+async def test_a_long_reply_goes_out_in_parts_in_order(runtime: Runtime) -> None:
+    case_id, outbox_id = await _long_reply(runtime)
+    adapter = SmallAdapter()
+    assert await _worker(runtime, adapter, Clock()).run_once() == 1
+    expected = split_text(LONG, SmallAdapter.max_text_chars)
+    assert len(expected) >= 3
+    assert [m.text for m in adapter.sent] == expected
+    assert all(units(m.text) <= SmallAdapter.max_text_chars for m in adapter.sent)
+    assert " ".join(m.text for m in adapter.sent).split() == LONG.split()
+    assert [m.key for m in adapter.sent] == [
+        f"outbox-{outbox_id}-{n}" for n in range(1, len(expected) + 1)
+    ]
+    assert [m.reply_to_message_id for m in adapter.sent] == ["55"] + [None] * (len(expected) - 1)
+    (reply,) = (await runtime.store.get_case(case_id)).replies
+    assert (reply.status, reply.platform_message_id) == (ReplyStatus.SENT, "sent-1")
+    item = await _reply_item(runtime, case_id)
+    assert item.status is OutboxStatus.SENT
+    assert item.part_ids == tuple(f"sent-{n}" for n in range(1, len(expected) + 1))
+
+
+async def test_a_short_reply_keeps_its_single_key(runtime: Runtime) -> None:
+    _, outbox_id = await _long_reply(runtime, text="Drink water.")
+    adapter = SmallAdapter()
+    await _worker(runtime, adapter, Clock()).run_once()
+    assert [(m.key, m.text) for m in adapter.sent] == [(f"outbox-{outbox_id}", "Drink water.")]
+
+
+async def test_a_retry_after_an_outage_sends_only_the_missing_parts(runtime: Runtime) -> None:
+    case_id, outbox_id = await _long_reply(runtime)
+    expected = split_text(LONG, SmallAdapter.max_text_chars)
+    adapter = SmallAdapter(fail_at={2: PlatformUnavailable("down")})
+    clock = Clock()
+    worker = _worker(runtime, adapter, clock)
+    assert await worker.run_once() == 1
+    assert [m.text for m in adapter.sent] == expected[:1]
+    item = await _reply_item(runtime, case_id)
+    assert (item.status, item.part_ids) == (OutboxStatus.PENDING, ("sent-1",))
+    (reply,) = (await runtime.store.get_case(case_id)).replies
+    assert reply.status is ReplyStatus.QUEUED
+
+    assert await worker.run_once() == 0  # backing off
+    clock.advance(SETTINGS.retry_seconds + 1)
+    assert await worker.run_once() == 1
+
+    assert [m.text for m in adapter.sent] == expected  # each part exactly once, in order
+    assert [m.key for m in adapter.sent] == [
+        f"outbox-{outbox_id}-{n}" for n in range(1, len(expected) + 1)
+    ]
+    assert [m.reply_to_message_id for m in adapter.sent][1:] == [None] * (len(expected) - 1)
+    (reply,) = (await runtime.store.get_case(case_id)).replies
+    assert (reply.status, reply.platform_message_id) == (ReplyStatus.SENT, "sent-1")
+    clock.advance(3600)
+    assert await worker.run_once() == 0
+
+
+async def test_the_text_is_escaped_before_it_is_split(runtime: Runtime) -> None:
+    class EscapingAdapter(SmallAdapter):
+        def escape(self, text: str) -> str:
+            return text.replace("*", "\\*")
+
+    # 51 characters: one part as written, two once every star is escaped (65).
+    text = "*xtc* *en* *alcohol* *samen*: *nee*, *nooit* *doen*"
+    assert units(text) <= EscapingAdapter.max_text_chars
+    await _long_reply(runtime, text=text)
+    adapter = EscapingAdapter()
+    await _worker(runtime, adapter, Clock()).run_once()
+    sent = [m.text for m in adapter.sent]
+    assert len(sent) == 2
+    assert all(units(part) <= EscapingAdapter.max_text_chars for part in sent)
+    assert " ".join(sent) == text.replace("*", "\\*")
+    assert not any(part.endswith("\\") for part in sent)
+
+
+async def test_a_recipient_who_refuses_private_messages_fails_and_is_remembered(
+    runtime: Runtime,
+) -> None:
+    case_id = await _approved_reply(runtime, visibility=Visibility.PRIVATE)
+    author = runtime.pipeline.pseudonymize("fake", "user-1")
+    assert await runtime.store.direct_ok(author) is None
+
+    class BlockedAdapter(FakeAdapter):
+        async def send(self, message: OutgoingMessage) -> str:
+            if message.visibility is Visibility.PRIVATE:
+                raise RecipientUnreachable("the person blocked the bot")
+            return await super().send(message)
+
+    adapter = BlockedAdapter()
+    runtime.adapters["fake"] = adapter  # what the console asks before a private reply
+    assert await _worker(runtime, adapter, Clock()).run_once() == 2
+    (reply,) = (await runtime.store.get_case(case_id)).replies
+    assert (reply.status, reply.error) == (ReplyStatus.FAILED, "the person blocked the bot")
+    assert await runtime.store.direct_ok(author) is False
+    assert [m.visibility for m in adapter.sent] == [Visibility.PUBLIC]  # the opt-in notice
+
+    volunteer = await runtime.store.user_credentials("vol")
+    assert volunteer is not None
+    before = await runtime.store.outbox_items()
+    with pytest.raises(ReplyRefused, match="no private message: this person refused"):
+        await send_reply(
+            runtime,
+            case_id,
+            user=volunteer[0],
+            text="Mag ik je privé schrijven?",
+            visibility=Visibility.PRIVATE,
+        )
+    assert await runtime.store.outbox_items() == before
+    # In the channel is still possible.
+    public = await send_reply(
+        runtime, case_id, user=volunteer[0], text="Hier dan.", visibility=Visibility.PUBLIC
+    )
+    assert public.visibility is Visibility.PUBLIC

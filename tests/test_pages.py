@@ -8,10 +8,10 @@ from html.parser import HTMLParser
 
 import httpx
 
-from bot.models import Visibility
+from bot.models import CaseStatus, ChannelRef, MessageDeletion, MessageEdit, Visibility
 from bot.runtime import Runtime
 from tests.conftest import CSRF_RE, add_user, flagged_case, login
-from tests.fakes import message
+from tests.fakes import FakeAdapter, channel, message, opt_in
 
 
 class _Text(HTMLParser):
@@ -197,3 +197,111 @@ async def test_sending_the_same_form_twice_sends_one_reply(
         response = await client.post(f"/cases/{case_id}/reply", data=form)
         assert response.status_code == 303
     assert [r.text for r in (await runtime.store.get_case(case_id)).replies] == ["Eén keer!"]
+
+
+def _private_option(doc: _Text) -> dict[str, str | None] | None:
+    options = [a for tag, a in doc.elements if tag == "input" and a.get("value") == "private"]
+    assert len(options) <= 1
+    return options[0] if options else None
+
+
+async def test_private_option_follows_what_the_platform_allows(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    await add_user(runtime, "vol")
+    await login(client, "vol")
+    case_id = await flagged_case(runtime)
+
+    cases = [
+        (None, "Private message not possible: the fake connection is not running."),
+        (
+            FakeAdapter(private=False),
+            "Private message not possible: private messages are not possible on this platform.",
+        ),
+    ]
+    for adapter, reason in cases:
+        if adapter is not None:
+            runtime.adapters["fake"] = adapter
+        doc = parse((await client.get(f"/cases/{case_id}")).text)
+        option = _private_option(doc)
+        assert option is not None and "disabled" in option
+        assert option.get("aria-describedby") == "private-why"
+        assert reason in doc.text
+
+    runtime.adapters["fake"] = FakeAdapter()
+    doc = parse((await client.get(f"/cases/{case_id}")).text)
+    option = _private_option(doc)
+    assert option is not None and "disabled" not in option
+    assert not any("Private message not possible" in line for line in doc.text)
+    assert "Reply in the channel" in doc.text
+
+    # Without a kept platform address (the person erased it, say) nothing can reach them.
+    import sqlalchemy as sa
+
+    from bot import schema
+
+    async with runtime.store.engine.begin() as conn:
+        await conn.execute(sa.delete(schema.contacts))
+    doc = parse((await client.get(f"/cases/{case_id}")).text)
+    assert "Private message not possible: no private address is kept for this person." in doc.text
+
+
+async def test_a_direct_chat_case_is_answered_in_that_chat(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    await add_user(runtime, "vol")
+    await login(client, "vol")
+    runtime.adapters["fake"] = FakeAdapter()
+    dm = ChannelRef(platform="fake", chat_id="dm-1", title="Private chat", kind="direct")
+    result = await runtime.pipeline.ingest(message("hoi, mag ik iets vragen?", "1", chat=dm))
+    assert result is not None and result.case_id is not None
+    doc = parse((await client.get(f"/cases/{result.case_id}")).text)
+    assert any(line.startswith("Reply in the private chat") for line in doc.text)
+    assert "Reply in the channel" not in doc.text
+    assert _private_option(doc) is None
+
+
+async def test_deleted_and_edited_messages_are_shown_as_such(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    await add_user(runtime, "vol")
+    await login(client, "vol")
+    await runtime.pipeline.opt_in(opt_in())
+    first = await runtime.pipeline.ingest(message("geheimpje: is xtc met alcohol ok?", "1"))
+    await runtime.pipeline.ingest(message("en met speed?", "2"))
+    assert first is not None and first.case_id is not None
+    await runtime.pipeline.edit(MessageEdit(channel=channel(), message_id="2", text="en 2cb?"))
+    await runtime.pipeline.delete(MessageDeletion(channel=channel(), message_id="1"))
+    page = (await client.get(f"/cases/{first.case_id}")).text
+    doc = parse(page)
+    assert "Deleted by its author on the platform." in doc.text
+    assert "geheimpje" not in page
+    assert "en 2cb?" in doc.text and "en met speed?" not in page
+    assert any(line.endswith("ago · edited") for line in doc.text)
+
+
+async def test_a_private_reply_that_cannot_be_delivered_is_refused(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    await add_user(runtime, "vol")
+    csrf = await login(client, "vol")
+    case_id = await flagged_case(runtime)
+    runtime.adapters["fake"] = FakeAdapter(private=False)
+    before = await runtime.store.outbox_items()
+    response = await client.post(
+        f"/cases/{case_id}/reply",
+        data={"text": "Privé: drink water.", "visibility": "private", "csrf_token": csrf},
+    )
+    assert response.status_code == 409
+    assert (
+        "Not sent: no private message: private messages are not possible on this platform."
+        in parse(response.text).text
+    )
+    assert "Privé: drink water." in html.unescape(response.text)  # the draft is kept
+    assert await runtime.store.outbox_items() == before
+    detail = await runtime.store.get_case(case_id)
+    assert (detail.replies, detail.case.status, detail.case.claimed_by) == (
+        (),
+        CaseStatus.OPEN,
+        None,
+    )
