@@ -7,6 +7,7 @@ import asyncio
 import ipaddress
 import os
 import re
+import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -135,8 +136,31 @@ async def store(settings: Settings) -> AsyncIterator[Store]:
         await s.close()
 
 
+@pytest.fixture(scope="session")
+def seeded_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite store with the seed FAQ imported, built once per test session:
+    each runtime test starts from a copy instead of migrating and importing again."""
+    folder = tmp_path_factory.mktemp("seeded")
+    path = folder / "peerdesk.db"
+
+    async def build() -> None:
+        rt = await build_runtime(make_settings(folder, f"sqlite+aiosqlite:///{path}"))
+        await rt.close()
+
+    asyncio.run(build())
+    return path
+
+
 @pytest.fixture
-async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+async def runtime(settings: Settings, seeded_sqlite: Path) -> AsyncIterator[Runtime]:
+    url = settings.database.url
+    if url.startswith("sqlite+aiosqlite:///"):
+        target = Path(url.removeprefix("sqlite+aiosqlite:///"))
+        if not target.exists():
+            for suffix in ("", "-wal", "-shm"):  # a WAL is normally checkpointed at close
+                source = seeded_sqlite.with_name(seeded_sqlite.name + suffix)
+                if source.exists():
+                    shutil.copyfile(source, target.with_name(target.name + suffix))
     rt = await build_runtime(settings)
     try:
         yield rt
