@@ -239,6 +239,11 @@ class Pipeline:
         """The platform gave a chat a new id (a Telegram group became a supergroup)."""
         await self.store.move_channel(platform, old_chat_id, new_chat_id)
 
+    async def reachable(self, platform: str, user_id: str) -> None:
+        """The person opened a private chat with the bot, so it may now write to them (a
+        Telegram bot may not write first). Recorded only if their address is kept."""
+        await self.store.set_direct_ok(self.pseudonymize(platform, user_id), True)
+
     async def export_person(self, platform: str, user_id: str) -> dict[str, Any]:
         """What is stored about one person (``/privacy export``)."""
         return await self.store.person_data(self.pseudonymize(platform, user_id))

@@ -400,8 +400,11 @@ class TelegramAdapter(Adapter):
         if name == "privacy":
             await self._privacy(inbox, message, ref, args, language)
             return
-        # /start and /help: a private chat with the bot begins; say what it is.
+        # /start and /help: a private chat with the bot begins; say what it is. From now
+        # on Telegram lets the bot write to this person.
         if ref.kind == "direct":
+            if message.from_user is not None:
+                await inbox.reachable(PLATFORM, str(message.from_user.id))
             await self._answer(message, inbox.text("privacy_notice", language))
 
     async def is_admin(self, message: Message) -> bool:

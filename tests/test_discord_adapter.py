@@ -71,6 +71,7 @@ class Recorder:
 
     messages: list[IncomingMessage] = field(default_factory=list)
     opt_ins: list[OptIn] = field(default_factory=list)
+    reachables: list[tuple[str, str]] = field(default_factory=list)
     opt_outs: list[OptOut] = field(default_factory=list)
     edits: list[MessageEdit] = field(default_factory=list)
     deletions: list[MessageDeletion] = field(default_factory=list)
@@ -109,6 +110,9 @@ class Recorder:
 
     async def move_channel(self, platform: str, old_chat_id: str, new_chat_id: str) -> None:
         self.moves.append((platform, old_chat_id, new_chat_id))
+
+    async def reachable(self, platform: str, user_id: str) -> None:
+        self.reachables.append((platform, user_id))
 
     async def export_person(self, platform: str, user_id: str) -> dict[str, Any]:
         self.exported.append((platform, user_id))

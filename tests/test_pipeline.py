@@ -705,3 +705,16 @@ async def test_watched_channels_name_the_newest_stored_message(runtime: Runtime)
         platform="fake", chat_id="busy", title="Group busy", kind="group", language="nl"
     )
     assert await runtime.pipeline.watched_channels("nowhere") == []
+
+
+async def test_reachable_marks_only_people_whose_address_is_kept(runtime: Runtime) -> None:
+    await runtime.pipeline.opt_in(opt_in())
+    result = await runtime.pipeline.ingest(message("is xtc met alcohol gevaarlijk?", "1"))
+    assert result is not None and result.case_id is not None
+    author = (await runtime.store.get_message(result.message_id)).author
+    assert await runtime.store.direct_ok(author) is None
+    await runtime.pipeline.reachable("fake", "user-1")
+    assert await runtime.store.direct_ok(author) is True
+    await runtime.pipeline.reachable("fake", "someone-without-a-case")
+    stranger = runtime.pipeline.pseudonymize("fake", "someone-without-a-case")
+    assert not await runtime.store.has_contact(stranger)

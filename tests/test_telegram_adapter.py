@@ -417,15 +417,17 @@ async def test_private_reply_needs_the_person_to_have_started_the_bot(
     await opted_in_group(fake, runtime)
     fake.say(FakeBotAPI.group(GROUP_ID), MEMBER, DRUG_QUESTION)
     case_id = await only_case(runtime)
+    (case,) = await runtime.store.list_cases()
     volunteer = await add_user(runtime, "vera", Role.COORDINATOR)
     with pytest.raises(ReplyRefused, match="never wrote to the bot privately"):
         await send_reply(
             runtime, case_id, user=volunteer, text="Hoi!", visibility=Visibility.PRIVATE
         )
-    # Once they wrote to the bot, a private answer to their group question is possible.
+    # Once they pressed Start in a private chat with the bot, a private answer to their
+    # group question is possible (and /start alone opens no case).
     fake.say(FakeBotAPI.private(MEMBER), MEMBER, "/start")
-    fake.say(FakeBotAPI.private(MEMBER), MEMBER, "hallo")
-    await until(lambda: _case_count(runtime, 2))
+    await until(lambda: runtime.store.direct_ok(case.author))
+    assert len(await runtime.store.list_cases()) == 1
     await send_reply(runtime, case_id, user=volunteer, text="Hoi!", visibility=Visibility.PRIVATE)
     await runtime.outbox.run_once()
     assert [m.chat_id for m in fake.sent if m.text == "Hoi!"] == [MEMBER["id"]]
