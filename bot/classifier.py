@@ -15,6 +15,7 @@ one message costs one embedding plus a dot product.
 from __future__ import annotations
 
 import json
+import logging
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -23,10 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from bot.detector import STRONG_WEIGHT, Detector
+from bot.detector import STRONG_WEIGHT, Detector, Lexicon, MessageDetector
 from bot.models import Detection, Reason
 from bot.settings import Settings
 from knowledge_base.embedder import Embedder
+
+logger = logging.getLogger(__name__)
 
 DATA = Path(__file__).parent / "data" / "detection"
 DEFAULT_MODEL = DATA / "model.npz"
@@ -215,6 +218,38 @@ class Model:
         )
 
 
+def _f1(truth: np.ndarray[Any, Any], flagged: np.ndarray[Any, Any]) -> float:
+    tp = int((truth & flagged).sum())
+    wrong = int((~truth & flagged).sum()) + int((truth & ~flagged).sum())
+    return 2 * tp / (2 * tp + wrong) if tp else 0.0
+
+
+def choose_thresholds(
+    z: np.ndarray[Any, Any],
+    labels: np.ndarray[Any, Any],
+    urgent: np.ndarray[Any, Any],
+    *,
+    c: float,
+    urgent_recall: float = 0.98,
+) -> tuple[float, float]:
+    """Thresholds from 5-fold cross-validated probabilities on the training data (the
+    held-back split is never looked at): the one with the best F1 for drug-related, and
+    the highest that keeps ``urgent_recall`` of urgent messages."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    def cv(y: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        model = LogisticRegression(C=c, class_weight="balanced", max_iter=5000)
+        folds = StratifiedKFold(5, shuffle=True, random_state=0)
+        return np.asarray(cross_val_predict(model, z, y, cv=folds, method="predict_proba")[:, 1])
+
+    p, u = cv(labels), cv(urgent)
+    grid = [round(float(t), 2) for t in np.arange(0.05, 0.96, 0.01)]
+    threshold = max(grid, key=lambda t: (_f1(labels, p >= t), -abs(t - 0.5)))
+    keeping = [t for t in grid if ((u >= t) & urgent).sum() >= urgent_recall * urgent.sum()]
+    return threshold, max(keeping, default=0.05)
+
+
 def fit(
     rows: np.ndarray[Any, Any],
     labels: Sequence[bool],
@@ -222,18 +257,22 @@ def fit(
     *,
     embedder: str,
     feature_names: Sequence[str],
-    c: float = 0.5,
+    c: float = 0.01,
     info: dict[str, Any] | None = None,
 ) -> Model:
-    """Train both regressions (scikit-learn, balanced classes)."""
+    """Train both regressions (scikit-learn, balanced classes, strong L2: a few hundred
+    messages against hundreds of features) and record the thresholds chosen for them."""
     from sklearn.linear_model import LogisticRegression
 
     mean = rows.mean(axis=0)
     scale = rows.std(axis=0)
     scale[scale < 1e-9] = 1.0
     z = (rows - mean) / scale
-    drug = LogisticRegression(C=c, class_weight="balanced", max_iter=5000).fit(z, list(labels))
-    urg = LogisticRegression(C=c, class_weight="balanced", max_iter=5000).fit(z, list(urgent))
+    y, yu = np.array(labels, dtype=bool), np.array(urgent, dtype=bool)
+    drug = LogisticRegression(C=c, class_weight="balanced", max_iter=5000).fit(z, y)
+    urg = LogisticRegression(C=c, class_weight="balanced", max_iter=5000).fit(z, yu)
+    threshold, urgent_threshold = choose_thresholds(z, y, yu, c=c)
+    info = {**(info or {}), "c": c, "threshold": threshold, "urgent_threshold": urgent_threshold}
     return Model(
         embedder=embedder,
         feature_names=tuple(feature_names),
@@ -243,8 +282,37 @@ def fit(
         bias=float(drug.intercept_[0]),
         urgent_weights=urg.coef_[0].astype(np.float64),
         urgent_bias=float(urg.intercept_[0]),
-        info=dict(info or {}),
+        info=info,
     )
+
+
+def lexicon_detector(settings: Settings) -> Detector:
+    return Detector(
+        Lexicon.load(),
+        threshold=settings.detection.lexicon_threshold,
+        default_language=settings.general.default_language,
+    )
+
+
+def make_detector(settings: Settings, embedder: Embedder | None) -> MessageDetector:
+    """The detector the settings ask for: the trained one when its model fits the
+    embedder, else (with a warning saying why) the lexicon alone."""
+    lexicon = lexicon_detector(settings)
+    if settings.detection.mode == "lexicon":
+        return lexicon
+    if embedder is None:
+        logger.warning("detection uses the lexicon only: knowledge_base.embedder is none")
+        return lexicon
+    try:
+        return TrainedDetector(
+            Features(lexicon, embedder, Prototypes.load()),
+            Model.load(model_file(settings)),
+            threshold=settings.detection.threshold,
+            urgent_threshold=settings.detection.urgent_threshold,
+        )
+    except ModelError as exc:
+        logger.warning("detection uses the lexicon only: %s", exc)
+        return lexicon
 
 
 class TrainedDetector:

@@ -19,7 +19,17 @@ from sqlalchemy.engine import make_url
 
 from bot import detection_eval, migrate
 from bot.adapter import AdapterStartError
-from bot.classifier import Features, Model, ModelError, Prototypes, TrainedDetector, fit, model_file
+from bot.classifier import (
+    Features,
+    Model,
+    ModelError,
+    Prototypes,
+    TrainedDetector,
+    fit,
+    lexicon_detector,
+    make_detector,
+    model_file,
+)
 from bot.detector import Detector, Lexicon, MessageDetector
 from bot.logs import configure_logging
 from bot.models import Role, utcnow
@@ -106,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--out", help="model file to write (default: detection.model_path or the shipped one)"
     )
-    train.add_argument("--c", type=float, default=0.5, help="inverse regularisation strength")
+    train.add_argument(
+        "--c", type=float, default=0.01, help="inverse regularisation strength (default 0.01)"
+    )
 
     kb = sub.add_parser("kb", parents=[common], help="the FAQ")
     kb_sub = kb.add_subparsers(dest="kb_command", required=True, metavar="ACTION")
@@ -287,22 +299,19 @@ def _jsonl(
 async def cmd_detect(
     settings: Settings, args: argparse.Namespace, out: TextIO, stdin: TextIO, err: TextIO
 ) -> int:
-    lexicon = Lexicon.load()
-    detector = Detector(
-        lexicon,
-        threshold=settings.detection.threshold,
-        default_language=settings.general.default_language,
-    )
+    detector = lexicon_detector(settings)
+    lexicon = detector.lexicon
     if getattr(args, "detect_command", None) == "eval":
         return cmd_detect_eval(settings, detector, lexicon, args, out)
     if getattr(args, "detect_command", None) == "train":
         return cmd_detect_train(settings, detector, lexicon, args, out)
+    full = make_detector(settings, make_embedder(settings.knowledge_base.embedder))
 
     def handle(item: dict[str, Any]) -> dict[str, Any]:
         text = item["text"]
         if not isinstance(text, str):
             raise ValueError("text must be a string")
-        d = detector.detect(text)
+        d = full.detect(text)
         return {
             "id": item.get("id"),
             "flagged": d.flagged,
@@ -336,14 +345,12 @@ def _judge(detector: MessageDetector) -> Callable[[str], detection_eval.Verdict]
     return judge
 
 
-def _trained(
-    settings: Settings, lexicon_detector: Detector, model: Model | None = None
-) -> TrainedDetector:
+def _trained(settings: Settings, lexicon: Detector, model: Model | None = None) -> TrainedDetector:
     embedder = make_embedder(settings.knowledge_base.embedder)
     if embedder is None:
         raise UsageError("the trained detector needs knowledge_base.embedder (it is none)")
     return TrainedDetector(
-        Features(lexicon_detector, embedder, Prototypes.load()),
+        Features(lexicon, embedder, Prototypes.load()),
         model or Model.load(model_file(settings)),
         threshold=settings.detection.threshold,
         urgent_threshold=settings.detection.urgent_threshold,
@@ -411,10 +418,17 @@ def cmd_detect_train(
         )
     except ModelError:
         results["before"] = detection_eval.evaluate(test_items, _judge(detector))
-    results["after"] = detection_eval.evaluate(
-        test_items, _judge(_trained(settings, detector, model))
+    after = _trained(settings, detector, model)
+    after.threshold = model.info["threshold"]
+    after.urgent_threshold = model.info["urgent_threshold"]
+    results["after"] = detection_eval.evaluate(test_items, _judge(after))
+    print(
+        f"trained on {len(train_items)} messages; thresholds chosen by cross-validation on "
+        f"them: flag at {after.threshold:.2f}, urgent at {after.urgent_threshold:.2f} "
+        "(settings detection.threshold and detection.urgent_threshold)",
+        file=out,
     )
-    print(f"trained on {len(train_items)} messages; test split ({len(test_items)}):", file=out)
+    print(f"test split ({len(test_items)} messages, never seen in training):", file=out)
     print(detection_eval.table(results), file=out)
     model.save(target)
     print(f"model written to {target}", file=out)

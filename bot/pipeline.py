@@ -7,12 +7,13 @@ not yet detected (a crash in between) is picked up by :meth:`Pipeline.recover`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
-from bot.detector import Detector
+from bot.detector import MessageDetector
 from bot.faq import FAQ
 from bot.models import (
     Channel,
@@ -73,7 +74,7 @@ class Pipeline:
         self,
         *,
         store: Store,
-        detector: Detector,
+        detector: MessageDetector,
         faq: FAQ,
         pseudonymize: Pseudonymizer,
         prompts: Prompts,
@@ -279,7 +280,8 @@ class Pipeline:
     async def _process(
         self, stored: StoredMessage, channel: Channel
     ) -> tuple[Detection, int | None]:
-        detection = self.detector.detect(stored.text)
+        # The trained detector embeds the text: CPU work, kept off the event loop.
+        detection = await asyncio.to_thread(self.detector.detect, stored.text)
         direct = channel.kind == "direct"
         notice = None
         if stored.case_id is not None:

@@ -15,8 +15,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 from bot.adapter import Adapter
+from bot.classifier import make_detector
 from bot.demo_adapter import DemoAdapter
-from bot.detector import Detector, Lexicon
+from bot.detector import MessageDetector
 from bot.faq import FAQ
 from bot.models import utcnow
 from bot.outbox import OutboxWorker
@@ -35,7 +36,7 @@ class Runtime:
     settings: Settings
     store: Store
     faq: FAQ
-    detector: Detector
+    detector: MessageDetector
     pipeline: Pipeline
     outbox: OutboxWorker
     session_key: str = field(repr=False)
@@ -135,11 +136,7 @@ async def build_runtime(settings: Settings, *, demo: bool = False) -> Runtime:
         faq = make_faq(store, settings, demo=demo)
         await seed_faq(faq, settings)
         await faq.refresh()
-        detector = Detector(
-            Lexicon.load(),
-            threshold=settings.detection.threshold,
-            default_language=settings.general.default_language,
-        )
+        detector = make_detector(settings, faq.embedder)
         pipeline = Pipeline(
             store=store,
             detector=detector,

@@ -158,14 +158,20 @@ class DetectionSettings:
         choices=("trained", "lexicon"),
     )
     threshold: float = setting(
+        0.6,
+        "Model probability from which a message is flagged for volunteers (trained mode). "
+        "Chosen by `peerdesk detect train`; see docs/detection.md for the trade-off.",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    lexicon_threshold: float = setting(
         0.5,
-        "Score from which a message is flagged for volunteers (0 to 1): the model's "
-        "probability in trained mode, the lexicon score otherwise. See docs/detection.md.",
+        "Lexicon score from which a message is flagged in lexicon mode (0 to 1).",
         minimum=0.0,
         maximum=1.0,
     )
     urgent_threshold: float = setting(
-        0.3,
+        0.36,
         "Model probability from which a message counts as urgent (trained mode; urgency "
         "phrases of the lexicon are urgent whatever the model says). Kept low on purpose: "
         "a missed overdose costs more than a false alarm.",

@@ -116,6 +116,9 @@ def make_settings(tmp_path: Path, database_url: str, **env: str) -> Settings:
         "PEERDESK_KNOWLEDGE_BASE_SUGGEST_STATUSES": "published,in_review",
         # Lexical search keeps most tests fast; tests/test_faq.py covers the embedders.
         "PEERDESK_KNOWLEDGE_BASE_SEARCH_MODE": "lexical",
+        # Likewise the lexicon detector; tests/test_classifier.py and the tests that ask
+        # for it cover the trained one.
+        "PEERDESK_DETECTION_MODE": "lexicon",
         **env,
     }
     return load_settings(None, environ=environ, cwd=tmp_path)
