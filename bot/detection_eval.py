@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.detector import Lexicon, contains, normalise
+from bot.detector import Lexicon, contains, match_words
 
 DEFAULT_DATASET = Path(__file__).parent / "data" / "detection" / "dataset.jsonl"
 LANGUAGES = ("nl", "fr", "en")
@@ -170,7 +170,7 @@ def keyword_baseline(lexicon: Lexicon) -> Callable[[str], Verdict]:
     any urgency phrase makes it urgent; no context rules, no intents, no weights."""
 
     def judge(text: str) -> Verdict:
-        words = normalise(text)
+        words = match_words(text)
         urgent = any(contains(words, phrase) for phrase in lexicon.urgent)
         flagged = urgent or any(contains(words, term.words) for term in lexicon.terms)
         flagged = flagged or any(symbol in text for symbol in lexicon.emoji)

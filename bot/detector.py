@@ -34,7 +34,16 @@ _MENTION = re.compile(r"(?<!\w)@\w+")
 _WORD = re.compile(r"[a-z0-9]+")
 # Elisions and clitics carry no meaning here, and a lone "c" or "l" would be a false hit.
 _ELIDED = re.compile(r"\b(?:qu|[cjldsnmt])'|'(?:s|t|tje|tjes|je|jes|ll|re|ve|d|m)\b")
+# English "n't" keeps its negation: "can't" -> "cant" (as typed without the apostrophe),
+# never "can". Dutch "m'n"/"z'n" stay one word ("mn", "zn"), not an elided "m'".
+_NEGATION = re.compile(r"n't\b")
+_DUTCH_POSSESSIVE = re.compile(r"\b([mz])'n\b")
+# Digit groups joined by a separator are one number: "0471 11 21 33", "1.112", "24/112".
+_DIGIT_GROUPS = re.compile(r"\b(\d+)[ .,/:-](?=\d+\b)")
 _REPEATS = re.compile(r"([a-z])\1{2,}")
+# Chat spellings of one word, made equal for matching only (language guessing sees the
+# words as typed): Flemish "ni"/"nie" for "niet", "mn"/"zn" for "mijn"/"zijn".
+_SPELLINGS = {"ni": "niet", "nie": "niet", "mn": "mijn", "zn": "zijn"}
 
 _LANGUAGE_MARKERS: dict[str, frozenset[str]] = {
     "nl": frozenset(
@@ -68,14 +77,19 @@ def normalise(text: str) -> list[str]:
 
     URLs and @mentions are dropped (they are kept for display elsewhere), leetspeak is
     undone inside words that mix letters and digits ("c0ke" but not "112" or "3mmc"),
-    runs of three or more equal letters are shortened to two ("pilllen" -> "pillen"), and
-    hyphens and apostrophes split words ("3-mmc" -> "3 mmc", "paddo's" -> "paddo s"); the
-    lexicon goes through the same steps, so its phrases meet the text halfway.
+    runs of three or more equal letters are shortened to two ("pilllen" -> "pillen"),
+    digit groups with one separator between them are one number ("0471 112 233"), "n't"
+    stays with its word ("won't" -> "wont"), and hyphens and apostrophes split words
+    ("3-mmc" -> "3 mmc", "paddo's" -> "paddo s"); the lexicon goes through the same
+    steps, so its phrases meet the text halfway.
     """
     text = fold(text)
     text = _URL.sub(" ", text)
     text = _MENTION.sub(" ", text)
-    text = _ELIDED.sub(" ", text.replace("’", "'"))
+    text = _DIGIT_GROUPS.sub(r"\1", text)
+    text = text.replace("’", "'")
+    text = _DUTCH_POSSESSIVE.sub(r"\1n", _NEGATION.sub("nt", text))
+    text = _ELIDED.sub(" ", text)
     words = []
     for raw in re.split(r"[^\w'@$]+", text):
         word = raw.strip("'_")
@@ -90,6 +104,17 @@ def normalise(text: str) -> list[str]:
         word = _REPEATS.sub(r"\1\1", word)
         words.extend(_WORD.findall(word))
     return words
+
+
+def spellings(words: Iterable[str]) -> list[str]:
+    """``words`` with chat spellings of one word made equal ("ni" -> "niet"), for
+    matching; the lexicon's phrases go through the same step."""
+    return [_SPELLINGS.get(word, word) for word in words]
+
+
+def match_words(text: str) -> list[str]:
+    """The words of ``text`` as lexicon phrases are matched against them."""
+    return spellings(normalise(text))
 
 
 @dataclass(frozen=True)
@@ -121,7 +146,7 @@ class Lexicon:
         def phrase(text: Any, where: str) -> tuple[str, ...]:
             if not isinstance(text, str):
                 raise LexiconError(f"{source}: {where}: expected text, got {text!r}")
-            words = tuple(normalise(text))
+            words = tuple(spellings(normalise(text)))
             if not words:
                 raise LexiconError(f"{source}: {where}: {text!r} has no words")
             return words
@@ -192,8 +217,9 @@ class Detector:
         self.default_language = default_language
 
     def detect(self, text: str) -> Detection:
-        words = normalise(text)
-        language = guess_language(words, self.default_language)
+        typed = normalise(text)
+        language = guess_language(typed, self.default_language)
+        words = spellings(typed)
         reasons: list[Reason] = []
         found: dict[str, float] = {}
 

@@ -158,7 +158,7 @@ class DetectionSettings:
         choices=("trained", "lexicon"),
     )
     threshold: float = setting(
-        0.6,
+        0.59,
         "Model probability from which a message is flagged for volunteers (trained mode). "
         "Chosen by `peerdesk detect train`; see docs/detection.md for the trade-off.",
         minimum=0.0,
@@ -171,7 +171,7 @@ class DetectionSettings:
         maximum=1.0,
     )
     urgent_threshold: float = setting(
-        0.36,
+        0.31,
         "Model probability from which a message counts as urgent (trained mode; urgency "
         "phrases of the lexicon are urgent whatever the model says). Kept low on purpose: "
         "a missed overdose costs more than a false alarm.",

@@ -131,8 +131,7 @@ async def test_detect(runtime: Runtime, client: httpx.AsyncClient) -> None:
     assert urgent.json()["urgent"] is True and urgent.json()["language"] == "nl"
     calm = await client.post("/api/v1/detect", json={"text": "glas coke zero"}, headers=auth)
     assert calm.json()["flagged"] is False
-    kinds = [r["kind"] for r in calm.json()["reasons"]]
-    assert kinds[0] == "context" and "model" in kinds  # the false friend, and the score
+    assert [r["kind"] for r in calm.json()["reasons"]] == ["context"]
     assert await runtime.store.list_cases() == []  # detect stores nothing
 
 
