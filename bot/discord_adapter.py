@@ -110,6 +110,19 @@ ANSWERS = {
 PRIVATE_REFUSAL = "this person does not accept private messages from the bot on Discord"
 
 
+def _server_channel(guild: Any, channel: Any, language: str | None) -> ChannelRef:
+    """A channel (or thread) of a server, as the engine names it."""
+    name = getattr(channel, "name", None) or str(channel.id)
+    return ChannelRef(
+        platform=PLATFORM,
+        chat_id=str(channel.id),
+        title=f"{guild.name} #{name}",
+        kind="group",
+        language=language,
+        server_id=str(guild.id),
+    )
+
+
 class DiscordStartError(AdapterStartError):
     """The Discord connection could not be made; the message says why, never the token."""
 
@@ -400,15 +413,7 @@ class DiscordAdapter(Adapter):
         guild = getattr(channel, "guild", None)
         if guild is None:
             return None
-        name = getattr(channel, "name", None) or str(channel.id)
-        return ChannelRef(
-            platform=PLATFORM,
-            chat_id=str(channel.id),
-            title=f"{guild.name} #{name}",
-            kind="group",
-            language=language,
-            server_id=str(guild.id),
-        )
+        return _server_channel(guild, channel, language)
 
     def incoming(self, message: discord.Message) -> IncomingMessage | None:
         """The message as the inbox takes it, or None when it is not a person's message."""
@@ -759,15 +764,7 @@ class DiscordAdapter(Adapter):
                 language=language,
                 server_id=str(guild.id),
             )
-        name = getattr(channel, "name", None) or str(channel.id)
-        return ChannelRef(
-            platform=PLATFORM,
-            chat_id=str(channel.id),
-            title=f"{guild.name} #{name}",
-            kind="group",
-            language=language,
-            server_id=str(guild.id),
-        )
+        return _server_channel(guild, channel, language)
 
     def _require_inbox(self) -> Inbox:
         if self._inbox is None:

@@ -310,15 +310,16 @@ class Store:
 
     # -- channels ----------------------------------------------------------------------
 
+    @staticmethod
+    async def _channel_row(conn: AsyncConnection, platform: str, chat_id: str) -> Row[Any] | None:
+        query = sa.select(t.channels).where(
+            t.channels.c.platform == platform, t.channels.c.chat_id == chat_id
+        )
+        return (await conn.execute(query)).first()
+
     async def get_channel(self, platform: str, chat_id: str) -> Channel | None:
         async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(t.channels).where(
-                        t.channels.c.platform == platform, t.channels.c.chat_id == chat_id
-                    )
-                )
-            ).first()
+            row = await self._channel_row(conn, platform, chat_id)
         return _channel_from_row(row) if row else None
 
     async def list_channels(self) -> list[Channel]:
@@ -334,13 +335,7 @@ class Store:
         Returns the channel and whether this call opted it in.
         """
         async with self.engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(t.channels).where(
-                        t.channels.c.platform == ref.platform, t.channels.c.chat_id == ref.chat_id
-                    )
-                )
-            ).first()
+            row = await self._channel_row(conn, ref.platform, ref.chat_id)
             if row is not None and row.opted_in:
                 return _channel_from_row(row), False
             values = {
@@ -387,13 +382,7 @@ class Store:
         queued after the purge. Returns None when the channel was not being watched.
         """
         async with self.engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(t.channels).where(
-                        t.channels.c.platform == ref.platform, t.channels.c.chat_id == ref.chat_id
-                    )
-                )
-            ).first()
+            row = await self._channel_row(conn, ref.platform, ref.chat_id)
             if row is None or not row.opted_in:
                 return None
             await conn.execute(
