@@ -295,6 +295,8 @@ async def test_the_offset_moves_only_after_the_message_is_stored(
             "message", fake.message(FakeBotAPI.group(GROUP_ID), MEMBER, DRUG_QUESTION)
         )
         await only_case(runtime)
+        # The offset moves once the handler returns (just after the case is visible).
+        await until(lambda: adapter.offset == update["update_id"] + 1)
         assert inbox.failures == 0
         # While the store was down the update was never confirmed to Telegram.
         polls = fake.calls_of("getUpdates")
