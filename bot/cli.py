@@ -21,23 +21,34 @@ from bot import detection_eval, migrate
 from bot.adapter import AdapterStartError
 from bot.classifier import (
     Features,
-    Model,
     ModelError,
     Prototypes,
     TrainedDetector,
     fit,
     lexicon_detector,
-    make_detector,
     model_file,
+    trained_detector,
 )
+from bot.copy_store import CopyError, copy_store, postgres_url, sqlite_url
 from bot.detector import Detector, Lexicon, MessageDetector
+from bot.feedback import LiveDetector, retrain
 from bot.logs import configure_logging
 from bot.models import Role, utcnow
 from bot.passwords import MIN_PASSWORD_LENGTH, hash_password, new_token, token_hash
-from bot.runner import DEMO_PASSWORD, DEMO_USERNAME, StartupError, run
+from bot.retention import purge
+from bot.runner import (
+    BOT,
+    CONSOLE,
+    DEMO_PASSWORD,
+    DEMO_USERNAME,
+    WORKER,
+    Parts,
+    StartupError,
+    run,
+)
 from bot.runtime import make_faq, open_store, seed_faq
 from bot.settings import FAQ_STATUSES, ConfigError, Settings, load_settings
-from bot.store import Store, StoreError
+from bot.store import NotFound, Store, StoreError
 from knowledge_base import Entry, EntryError, SearchIndex, load_dir, to_markdown
 from knowledge_base.embedder import EmbedderError, make_embedder
 from knowledge_base.evaluate import Scores, evaluate, load_devset
@@ -71,13 +82,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("run", parents=[common], help="run bots, outbox and console")
+    p = sub.add_parser("run", parents=[common], help="run bots, outbox, console and jobs")
     p.add_argument("--demo", action="store_true", help="scripted demo channel and demo login")
     p.add_argument("--host", help="console interface (default: console.host)")
     p.add_argument("--port", type=int, help="console port (default: console.port)")
+    sub.add_parser(
+        "bot", parents=[common], help="platform adapters, pipeline and outbox; no console"
+    )
+    p = sub.add_parser(
+        "console", parents=[common], help="the console (and webhooks) only; no platform bots"
+    )
+    p.add_argument("--host", help="console interface (default: console.host)")
+    p.add_argument("--port", type=int, help="console port (default: console.port)")
+    sub.add_parser(
+        "worker", parents=[common], help="the scheduled jobs only (re-alerts, expiry, recovery)"
+    )
 
     sub.add_parser("init", parents=[common], help="create or upgrade the store, import seed FAQ")
     sub.add_parser("migrate", parents=[common], help="apply pending database migrations")
+    sub.add_parser(
+        "purge",
+        parents=[common],
+        help="delete what is older than the retention settings (privacy.retention_*_days); "
+        "peerdesk run does it hourly",
+    )
+    move = sub.add_parser(
+        "migrate-sqlite-to-postgres",
+        parents=[common],
+        help="copy everything from a SQLite store into an empty PostgreSQL database",
+    )
+    move.add_argument("source", help="the SQLite file (a path or a sqlite+aiosqlite:// URL)")
+    move.add_argument("target", help="postgresql://user:password@host/database (must be empty)")
 
     user = sub.add_parser("user", parents=[common], help="manage console accounts")
     user_sub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
@@ -120,6 +155,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--c", type=float, default=0.01, help="inverse regularisation strength (default 0.01)"
     )
 
+    retrain = detect_sub.add_parser(
+        "retrain",
+        parents=[common],
+        help="retrain on the dataset plus volunteers' feedback (answered and dismissed "
+        "cases); compares with the model in use on the held-back split, and puts the new "
+        "one in use (every instance, within a minute) only if it is no worse",
+    )
+    retrain.add_argument("--dataset", help="labelled JSONL (default: the shipped dataset)")
+    retrain.add_argument(
+        "--dry-run", action="store_true", help="report the figures; change nothing"
+    )
+    retrain.add_argument(
+        "--force", action="store_true", help="use the new model even if it scores worse"
+    )
+    retrain.add_argument(
+        "--c", type=float, default=0.01, help="inverse regularisation strength (default 0.01)"
+    )
+    detect_sub.add_parser(
+        "rollback",
+        parents=[common],
+        help="stop using the newest retrained model; the one before it (or the model file) "
+        "is used again",
+    )
+
     kb = sub.add_parser("kb", parents=[common], help="the FAQ")
     kb_sub = kb.add_subparsers(dest="kb_command", required=True, metavar="ACTION")
     imp = kb_sub.add_parser("import", parents=[common], help="import FAQ Markdown files")
@@ -160,9 +219,17 @@ async def cmd_run(settings: Settings, args: argparse.Namespace, out: TextIO) -> 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
+    parts = {"bot": BOT, "console": CONSOLE, "worker": WORKER}.get(args.command, Parts())
+    demo = bool(getattr(args, "demo", False))
+
+    name = "peerdesk" if args.command == "run" else f"peerdesk {args.command}"
+
     def ready(url: str) -> None:
-        print(f"peerdesk is running: {url}", file=out)
-        if args.demo:
+        if url:
+            print(f"{name} is running: {url}", file=out)
+        else:
+            print(f"{name} is running (no console)", file=out)
+        if demo:
             print(
                 f"demo mode: log in as {DEMO_USERNAME} / {DEMO_PASSWORD} "
                 "(a coordinator account that works only in demo mode)",
@@ -175,10 +242,11 @@ async def cmd_run(settings: Settings, args: argparse.Namespace, out: TextIO) -> 
             settings,
             app_factory=create_app,
             stop=stop,
-            demo=args.demo,
-            host=args.host,
-            port=args.port,
+            demo=demo,
+            host=getattr(args, "host", None),
+            port=getattr(args, "port", None),
             on_ready=ready,
+            parts=parts,
         )
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -233,6 +301,38 @@ async def cmd_migrate(settings: Settings, args: argparse.Namespace, out: TextIO)
         return 0
 
     return await _with_store(settings, body)
+
+
+async def cmd_purge(settings: Settings, out: TextIO) -> int:
+    async def body(store: Store) -> int:
+        counts = await purge(store, settings)
+        print(
+            f"purged {counts['cases']} cases and {counts['messages']} messages older than "
+            f"{settings.privacy.retention_answered_days} days (answered) or "
+            f"{settings.privacy.retention_unanswered_days} days (the rest)",
+            file=out,
+        )
+        return 0
+
+    return await _with_store(settings, body)
+
+
+async def cmd_copy_store(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        source, target = sqlite_url(args.source), postgres_url(args.target)
+
+        def show(table: str, rows: int) -> None:
+            print(f"{table}: {rows} rows", file=err)
+
+        copied = await copy_store(source, target, progress=show)
+    except CopyError as exc:
+        raise UsageError(str(exc)) from None
+    print(
+        f"copied {sum(copied.values())} rows in {len(copied)} tables; set "
+        "PEERDESK_DATABASE_URL to the PostgreSQL URL and start peerdesk",
+        file=out,
+    )
+    return 0
 
 
 def _read_password(args: argparse.Namespace, stdin: TextIO) -> str:
@@ -305,7 +405,11 @@ async def cmd_detect(
         return cmd_detect_eval(settings, detector, lexicon, args, out)
     if getattr(args, "detect_command", None) == "train":
         return cmd_detect_train(settings, detector, lexicon, args, out)
-    full = make_detector(settings, make_embedder(settings.knowledge_base.embedder))
+    if getattr(args, "detect_command", None) == "retrain":
+        return await cmd_detect_retrain(settings, args, out)
+    if getattr(args, "detect_command", None) == "rollback":
+        return await cmd_detect_rollback(settings, out)
+    full = await _deployed_detector(settings)
 
     def handle(item: dict[str, Any]) -> dict[str, Any]:
         text = item["text"]
@@ -322,6 +426,94 @@ async def cmd_detect(
         }
 
     return _jsonl(stdin, out, err, handle)
+
+
+def _database_exists(settings: Settings) -> bool:
+    url = make_url(settings.database.url)
+    if not url.drivername.startswith("sqlite"):
+        return True
+    return bool(url.database) and Path(str(url.database)).exists()
+
+
+async def _deployed_detector(settings: Settings) -> MessageDetector:
+    """The detector a running instance would use: with the experts' lexicon edits and
+    the retrained model in use, when the database has them."""
+    live = LiveDetector(settings, make_embedder(settings.knowledge_base.embedder))
+    if _database_exists(settings):
+        store = await open_store(settings)
+        try:
+            await live.refresh(store)
+        finally:
+            await store.close()
+    return live
+
+
+async def cmd_detect_retrain(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    path, train_items = _dataset(args, "train")
+    _, test_items = _dataset(args, "test")
+
+    async def body(store: Store) -> int:
+        live = LiveDetector(settings, make_embedder(settings.knowledge_base.embedder))
+        await live.refresh(store)
+        current = live.current
+        if not isinstance(current, TrainedDetector):
+            raise UsageError(
+                "retraining needs the trained detector (detection.mode = trained and the "
+                "knowledge base's embedder); it uses the lexicon only"
+            )
+        feedback = await store.feedback_labels()
+        result = await asyncio.to_thread(
+            retrain,
+            settings,
+            current.features,
+            current,
+            train_items,
+            test_items,
+            feedback,
+            c=args.c,
+            info={"dataset": path.name},
+        )
+        print(result.report(), file=out)
+        if args.dry_run:
+            print("dry run: nothing changed", file=out)
+            return 0
+        if not result.better and not args.force:
+            print(
+                "not replaced: the retrained model does worse on the held-back split "
+                "(use --force to use it anyway)",
+                file=out,
+            )
+            return 1
+        info = {
+            **result.model.info,
+            "before_f1": round(result.before["all"].f1, 4),
+            "after_f1": round(result.after["all"].f1, 4),
+        }
+        model = dataclasses.replace(result.model, info=info)
+        model_id = await store.save_detection_model(model.to_bytes(), info)
+        print(
+            f"retrained model {model_id} is in use (running instances pick it up within a "
+            "minute; `peerdesk detect rollback` goes back)",
+            file=out,
+        )
+        return 0
+
+    return await _with_store(settings, body)
+
+
+async def cmd_detect_rollback(settings: Settings, out: TextIO) -> int:
+    async def body(store: Store) -> int:
+        try:
+            now = await store.roll_back_detection_model()
+        except NotFound as exc:
+            raise UsageError(str(exc)) from None
+        print(
+            f"retrained model {now} is in use again" if now else "the model file is in use again",
+            file=out,
+        )
+        return 0
+
+    return await _with_store(settings, body)
 
 
 def _dataset(args: argparse.Namespace, split: str) -> tuple[Path, list[detection_eval.Item]]:
@@ -352,16 +544,6 @@ def _features(settings: Settings, lexicon: Detector) -> Features:
     return Features(lexicon, embedder, Prototypes.load())
 
 
-def _trained(settings: Settings, features: Features) -> TrainedDetector:
-    """The detector with the configured model and thresholds."""
-    return TrainedDetector(
-        features,
-        Model.load(model_file(settings)),
-        threshold=settings.detection.threshold,
-        urgent_threshold=settings.detection.urgent_threshold,
-    )
-
-
 def cmd_detect_eval(
     settings: Settings,
     detector: Detector,
@@ -372,7 +554,7 @@ def cmd_detect_eval(
     path, items = _dataset(args, args.split)
     results: dict[str, dict[str, detection_eval.Scores]] = {}
     try:
-        trained = _trained(settings, _features(settings, detector))
+        trained = trained_detector(settings, _features(settings, detector))
         results["trained"] = detection_eval.evaluate(items, _judge(trained))
     except ModelError as exc:
         print(f"(no trained model: {exc})", file=out)
@@ -417,16 +599,11 @@ def cmd_detect_train(
     results: dict[str, dict[str, detection_eval.Scores]] = {}
     try:
         results["before"] = detection_eval.evaluate(
-            test_items, _judge(_trained(settings, features))
+            test_items, _judge(trained_detector(settings, features))
         )
     except ModelError:
         results["before"] = detection_eval.evaluate(test_items, _judge(detector))
-    after = TrainedDetector(
-        features,
-        model,
-        threshold=model.info["threshold"],
-        urgent_threshold=model.info["urgent_threshold"],
-    )
+    after = trained_detector(settings, features, model)
     results["after"] = detection_eval.evaluate(test_items, _judge(after))
     print(
         f"trained on {len(train_items)} messages; thresholds chosen by cross-validation on "
@@ -599,8 +776,13 @@ def main(
     configure_logging(settings, err)
     commands: dict[str, Callable[[], Coroutine[Any, Any, int]]] = {
         "run": lambda: cmd_run(settings, args, out),
+        "bot": lambda: cmd_run(settings, args, out),
+        "console": lambda: cmd_run(settings, args, out),
+        "worker": lambda: cmd_run(settings, args, out),
         "init": lambda: cmd_init(settings, args, out, err),
         "migrate": lambda: cmd_migrate(settings, args, out),
+        "migrate-sqlite-to-postgres": lambda: cmd_copy_store(args, out, err),
+        "purge": lambda: cmd_purge(settings, out),
         "user": lambda: cmd_user(settings, args, out, stdin),
         "detect": lambda: cmd_detect(settings, args, out, stdin, err),
         "kb": lambda: cmd_kb(settings, args, out, stdin, err),

@@ -13,11 +13,11 @@ import re
 import tomllib
 import unicodedata
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from bot.models import Detection, Reason
+from bot.models import Detection, LexiconEdit, Reason
 
 LANGUAGES = ("nl", "fr", "en")
 DEFAULT_LEXICON = Path(__file__).parent / "data" / "lexicon.toml"
@@ -44,8 +44,9 @@ _DUTCH_POSSESSIVE = re.compile(r"\b([mz])'n\b")
 _DIGIT_GROUPS = re.compile(r"\b(\d+)[ .,/:-](?=\d+\b)")
 _REPEATS = re.compile(r"([a-z])\1{2,}")
 # Chat spellings of one word, made equal for matching only (language guessing sees the
-# words as typed): Flemish "ni"/"nie" for "niet", "mn"/"zn" for "mijn"/"zijn".
-_SPELLINGS = {"ni": "niet", "nie": "niet", "mn": "mijn", "zn": "zijn"}
+# words as typed): Flemish "ni"/"nie" for "niet", "da" for "dat", "mn"/"zn" for
+# "mijn"/"zijn".
+_SPELLINGS = {"ni": "niet", "nie": "niet", "da": "dat", "mn": "mijn", "zn": "zijn"}
 
 
 class LexiconError(ValueError):
@@ -170,12 +171,45 @@ class Lexicon:
             false_friends=false_friends,
         )
 
+    def with_edits(self, edits: Iterable[LexiconEdit]) -> Lexicon:
+        """This lexicon with experts' edits on top: terms for a substance, urgency
+        phrases, and context words that make a term (or phrase) a false friend."""
+        terms = list(self.terms)
+        urgent = list(self.urgent)
+        false_friends = {k: list(v) for k, v in self.false_friends.items()}
+        for edit in edits:
+            where = f"lexicon edit {edit.id}"
+            words = tuple(spellings(normalise(edit.term)))
+            if not words:
+                raise LexiconError(f"{where}: {edit.term!r} has no words")
+            if edit.kind == "term":
+                if edit.substance is None or edit.substance not in self.labels:
+                    raise LexiconError(f"{where}: unknown substance {edit.substance!r}")
+                terms.append(_Term(words, edit.substance, edit.strong))
+            elif edit.kind == "urgent":
+                urgent.append(words)
+            elif edit.kind == "false_friend":
+                context = [tuple(spellings(normalise(c))) for c in edit.context]
+                if not context or not all(context):
+                    raise LexiconError(f"{where}: a false friend needs context words")
+                false_friends.setdefault(" ".join(words), []).extend(context)
+            else:
+                raise LexiconError(f"{where}: unknown kind {edit.kind!r}")
+        return replace(
+            self,
+            terms=tuple(terms),
+            urgent=tuple(urgent),
+            false_friends={k: tuple(v) for k, v in false_friends.items()},
+        )
+
 
 def contains(words: list[str], phrase: tuple[str, ...]) -> bool:
     """Whether ``phrase`` occurs as consecutive whole words in ``words``."""
+    if phrase[0] not in words:
+        return False  # most phrases: one scan in C instead of a slice per position
     n = len(phrase)
     if n == 1:
-        return phrase[0] in words
+        return True
     return any(tuple(words[i : i + n]) == phrase for i in range(len(words) - n + 1))
 
 

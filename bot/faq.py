@@ -10,7 +10,7 @@ from pathlib import Path
 from bot.store import Store
 from knowledge_base import CONTENT_DIR, Entry, Hit, SearchIndex, load_dir
 from knowledge_base.embedder import Embedder, Vectors
-from knowledge_base.search import embed_entries, variant_texts
+from knowledge_base.search import Questions, embed_entries, variant_texts
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,24 @@ class FAQ:
                 )
                 cached[entry_id] = (revisions[entry_id], matrix)
         return {e.id: cached[e.id][1] for e in entries}
+
+    def combination_entries(self, first: str, second: str) -> list[Entry]:
+        """Entries about combining two substances (tagged ``combination``, naming both)."""
+        return [
+            e
+            for e in self._index.entries()
+            if "combination" in e.tags and {first, second} <= set(e.substances)
+        ]
+
+    def tags(self, entry_id: str) -> tuple[str, ...]:
+        """The tags of an indexed entry (none for an unknown one)."""
+        entry = self._index.entry(entry_id)
+        return tuple(entry.tags) if entry is not None else ()
+
+    def questions(self) -> Questions | None:
+        """The question variants of the index with their vectors, for detection's
+        "similar to a FAQ question" signal (None when search is lexical)."""
+        return self._index.questions()
 
     def search(
         self,

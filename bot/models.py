@@ -24,6 +24,25 @@ class CaseStatus(StrEnum):
     DISMISSED = "dismissed"
 
 
+class DismissReason(StrEnum):
+    """Why a volunteer dismissed a case; each teaches detection something."""
+
+    NOT_DRUG_RELATED = "not_drug_related"
+    NOT_OUR_JOB = "not_our_job"
+    SPAM = "spam"
+    ALREADY_ANSWERED = "already_answered"
+
+
+# What a case's outcome says about its flagged messages, for retraining: drug-related
+# (True), not (False), or nothing usable (None: drug-related or not, it is not ours).
+DISMISS_LABELS: dict[DismissReason, bool | None] = {
+    DismissReason.NOT_DRUG_RELATED: False,
+    DismissReason.SPAM: False,
+    DismissReason.ALREADY_ANSWERED: True,
+    DismissReason.NOT_OUR_JOB: None,
+}
+
+
 class Visibility(StrEnum):
     PUBLIC = "public"  # a reply to the original message, in the channel
     PRIVATE = "private"  # a direct message to the author
@@ -110,7 +129,7 @@ class MessageDeletion:
 class Reason:
     """Why the detector flagged a message, shown to volunteers."""
 
-    kind: str  # substance | urgent | intent | context
+    kind: str  # substance | urgent | intent | context | similar | faq | model
     term: str
     detail: str
     weight: float
@@ -141,6 +160,8 @@ class Channel:
     consent_by: str | None
     consent_at: datetime | None
     server_id: str | None = None
+    paused: bool = False  # a coordinator paused watching: nothing from it is read
+    watch_from: datetime | None = None  # what was sent before (while paused) is not read
 
     def ref(self) -> ChannelRef:
         return ChannelRef(
@@ -224,6 +245,7 @@ class Case:
     reasons: tuple[Reason, ...]
     substances: tuple[str, ...]
     channel_kind: str = "group"  # direct: the person wrote to the bot privately
+    dismiss_reason: DismissReason | None = None
 
 
 @dataclass(frozen=True)
@@ -241,6 +263,14 @@ class User:
     role: Role
     trained: bool
     active: bool
+    on_duty: bool = False  # wants urgent alerts in the console
+    sessions_after: datetime | None = None  # console sessions begun before it are over
+    language: str | None = None  # the console's language they chose (nl, fr, en)
+
+    @property
+    def may_claim(self) -> bool:
+        """Only trained volunteers (and experts and coordinators) take cases."""
+        return self.active and (self.trained or self.role is not Role.VOLUNTEER)
 
 
 @dataclass(frozen=True)
@@ -268,3 +298,98 @@ class OutboxItem:
     kind: str = "reply"  # reply | notice
     recipient: str | None = None  # pseudonym of the person a private reply goes to
     part_ids: tuple[str, ...] = ()  # platform ids of the parts delivered so far
+
+
+@dataclass(frozen=True)
+class FeedbackLabel:
+    """A flagged message and what volunteers' handling of its case says about it."""
+
+    message_id: int
+    text: str
+    language: str | None
+    drug_related: bool
+    source: str  # answered | dismissed:<reason>
+
+
+LEXICON_EDIT_KINDS = ("term", "urgent", "false_friend")
+
+
+@dataclass(frozen=True)
+class LexiconEdit:
+    """An expert's addition to the shipped lexicon, with its provenance."""
+
+    id: int
+    kind: str  # term | urgent | false_friend
+    term: str
+    substance: str | None
+    strong: bool
+    context: tuple[str, ...]
+    language: str | None
+    note: str
+    source: str
+    licence: str
+    author: str
+    created_at: datetime
+    removed_by: str | None = None
+    removed_at: datetime | None = None
+
+
+class PendingStatus(StrEnum):
+    AWAITING = "awaiting"  # a second approver has to look at it
+    APPROVED = "approved"  # it became a reply
+    RETURNED = "returned"  # sent back to its writer with a comment
+
+
+@dataclass(frozen=True)
+class PendingReply:
+    """A reply waiting for a second approver (four-eyes)."""
+
+    id: int
+    case_id: int
+    text: str
+    visibility: Visibility
+    entry_id: str | None
+    written_by: int
+    written_by_name: str
+    reasons: tuple[str, ...]
+    status: PendingStatus
+    created_at: datetime
+    reviewed_by_name: str | None = None
+    review_comment: str | None = None
+    reply_id: int | None = None
+
+
+class NoteKind(StrEnum):
+    NOTE = "note"  # for the team
+    QUESTION = "question"  # escalated to the experts
+    ANSWER = "answer"  # an expert's answer to a question
+
+
+@dataclass(frozen=True)
+class CaseNote:
+    """The team's discussion of a case; never sent to anyone outside the console."""
+
+    id: int
+    case_id: int
+    author: str
+    author_role: str
+    kind: NoteKind
+    text: str
+    created_at: datetime
+    question_id: int | None = None
+    answered_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PastAnswer:
+    """A reply that was approved, as the answers history shows it."""
+
+    reply_id: int
+    case_id: int
+    text: str
+    entry_id: str | None
+    language: str | None
+    approved_by: str
+    approved_at: datetime
+    status: ReplyStatus
+    substances: tuple[str, ...]

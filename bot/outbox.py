@@ -6,7 +6,10 @@ A text longer than the platform allows goes out in parts; each part delivered is
 so a retry continues after it.
 Outages and rate limits are retried until the platform is back; a delivery whose worker
 died mid-way is retried when its lease runs out, under the same key so that an adapter
-able to recognise a repeat does not post twice.
+able to recognise a repeat does not post twice. A row is leased again just before it is
+sent, so a worker that fell behind never sends what another worker took over.
+A rate limit holds back every message to that chat, not only the one refused, until the
+platform's ``retry_after`` has passed (Telegram's flood control is per chat).
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ class OutboxWorker:
         self.settings = settings
         self.clock = clock
         self.wakeup = asyncio.Event()
+        # (platform, chat) -> when the platform allows messages to that chat again.
+        self._rate_limited: dict[tuple[str, str], datetime] = {}
 
     def _backoff(self, attempts: int) -> float:
         return float(
@@ -103,6 +108,24 @@ class OutboxWorker:
         if not parts:
             await self.store.mark_failed(item.id, error="nothing to send: the text is empty")
             return
+        target = (
+            delivery.channel.platform,
+            (delivery.recipient if item.visibility is Visibility.PRIVATE else None)
+            or delivery.channel.chat_id,
+        )
+        until = self._rate_limited.get(target)
+        if until is not None and until > now:
+            await self.store.mark_retry(
+                item.id, error="rate limited: waiting for the platform", next_attempt_at=until
+            )
+            return
+        self._rate_limited.pop(target, None)
+        # Claimed with others, this row may have waited past its lease (slow sends before
+        # it) and been taken by another worker: send it only if it is still ours.
+        lease = timedelta(seconds=self.settings.lease_seconds)
+        if not await self.store.renew_lease(item.id, attempts=item.attempts, until=now + lease):
+            logger.warning("outbox %s was taken over by another worker; not sending", item.id)
+            return
         done = list(item.part_ids)
         try:
             for index in range(len(done), len(parts)):
@@ -120,10 +143,11 @@ class OutboxWorker:
                     await self.store.record_part(item.id, done)
         except RateLimited as exc:
             logger.warning("outbox %s rate limited for %.1fs", item.id, exc.retry_after)
+            # Counted from the answer, not from when the send began.
+            until = self.clock() + timedelta(seconds=exc.retry_after)
+            self._rate_limited[target] = until
             await self.store.mark_retry(
-                item.id,
-                error=f"rate limited: {exc}",
-                next_attempt_at=now + timedelta(seconds=exc.retry_after),
+                item.id, error=f"rate limited: {exc}", next_attempt_at=until
             )
         except PlatformUnavailable as exc:
             delay = self._backoff(item.attempts)

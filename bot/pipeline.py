@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from bot.detector import MessageDetector
+from bot.events import Broadcaster, CaseEvent, CaseEventKind
 from bot.faq import FAQ
 from bot.models import (
     Channel,
@@ -46,12 +47,30 @@ def server_chat_id(server_id: str) -> str:
     return f"server:{server_id}"
 
 
-def clean_text(text: str) -> str:
-    """Chat text as it is stored: no NUL bytes, cut at MAX_TEXT_CHARS."""
+def scrub(text: str) -> str:
+    """Text a database can store: no NUL (PostgreSQL refuses it), and a lone surrogate
+    (possible in JSON as an escape, never valid Unicode) replaced by U+FFFD."""
     text = text.replace("\x00", "")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def clean_text(text: str) -> str:
+    """Chat text as it is stored: scrubbed, cut at MAX_TEXT_CHARS."""
+    text = scrub(text)
     if len(text) > MAX_TEXT_CHARS:
         text = text[:MAX_TEXT_CHARS] + "…"
     return text
+
+
+def clean_ref(ref: ChannelRef) -> ChannelRef:
+    """A channel as it is stored: its title is chat text too (no NUL bytes, which
+    PostgreSQL refuses)."""
+    title = scrub(ref.title)
+    return ref if title == ref.title else replace(ref, title=title)
 
 
 def _why(hit: Hit) -> tuple[str, ...]:
@@ -79,13 +98,19 @@ class Pipeline:
         pseudonymize: Pseudonymizer,
         prompts: Prompts,
         settings: Settings,
+        events: Broadcaster | None = None,
     ) -> None:
         self.store = store
+        self.events = events
         self.detector = detector
         self.faq = faq
         self.pseudonymize = pseudonymize
         self.prompts = prompts
         self.settings = settings
+
+    def _publish(self, kind: CaseEventKind, case_id: int, *, urgent: bool = False) -> None:
+        if self.events is not None:
+            self.events.publish(CaseEvent(kind, case_id, urgent=urgent))
 
     def text(self, name: str, language: str | None, **context: Any) -> str:
         """One of the bot's fixed texts (``prompts/``) in ``language``."""
@@ -96,7 +121,7 @@ class Pipeline:
     async def opt_in(self, request: OptIn) -> bool:
         """Record consent for a channel (or a whole server) and queue the opt-in notice in
         its language. Returns False when it was opted in already."""
-        ref = request.channel
+        ref = clean_ref(request.channel)
         notice = self.text("optin_notice", ref.language, channel_title=ref.title)
         admin = self.pseudonymize(ref.platform, request.admin_id)
         channel, changed = await self.store.opt_in(
@@ -114,7 +139,7 @@ class Pipeline:
         watched only through its server's opt-in can be opted out on its own, and stays
         out.
         """
-        ref = request.channel
+        ref = clean_ref(request.channel)
         existing = await self.store.get_channel(ref.platform, ref.chat_id)
         if (existing is None or not existing.opted_in) and ref.server_id is not None:
             server = await self.store.get_channel(ref.platform, server_chat_id(ref.server_id))
@@ -152,7 +177,8 @@ class Pipeline:
         """
         channel = await self.store.get_channel(ref.platform, ref.chat_id)
         if channel is not None and channel.opted_in:
-            return channel
+            # A coordinator paused watching it (console Channels page): not read.
+            return None if channel.paused else channel
         if ref.kind == "direct":
             channel, _ = await self.store.opt_in(ref, consent_by=author, at=utcnow(), notice=None)
             return channel
@@ -160,7 +186,7 @@ class Pipeline:
         if ref.server_id is None or channel is not None:
             return None
         server = await self.store.get_channel(ref.platform, server_chat_id(ref.server_id))
-        if server is None or not server.opted_in:
+        if server is None or not server.opted_in or server.paused:
             return None
         ref = replace(ref, language=ref.language or server.language)
         channel, _ = await self.store.opt_in(
@@ -171,14 +197,18 @@ class Pipeline:
     async def ingest(self, message: IncomingMessage) -> IngestResult | None:
         """Take one message from an adapter. Returns None when the channel is not watched
         (nothing about the message is stored)."""
-        ref = message.channel
+        ref = clean_ref(message.channel)
         author = self.pseudonymize(ref.platform, message.author_id)
         channel = await self._watched(ref, author)
         if channel is None:
             return None  # dropped before anything is stored
+        if channel.watch_from is not None and message.sent_at < channel.watch_from:
+            return None  # sent while watching was paused, delivered only now
         text = clean_text(message.text)
-        if text != message.text or len(message.author_name) > 200:
-            message = replace(message, text=text, author_name=message.author_name[:200])
+        # A display name is chat text too: PostgreSQL refuses NUL in text columns.
+        name = scrub(message.author_name)[:200]
+        if text != message.text or name != message.author_name:
+            message = replace(message, text=text, author_name=name)
         message_id, created = await self.store.insert_message(channel.id, message, author)
         stored = await self.store.get_message(message_id)
         if not created and stored.detected:
@@ -208,7 +238,7 @@ class Pipeline:
         False when the message was never stored, or its channel is no longer watched."""
         ref = edit.channel
         channel = await self.store.get_channel(ref.platform, ref.chat_id)
-        if channel is None or not channel.opted_in:
+        if channel is None or not channel.opted_in or channel.paused:
             return False  # an opted-out channel's new words are not kept, edits neither
         stored = await self.store.edit_message(
             channel.id, edit.message_id, clean_text(edit.text), at=utcnow()
@@ -231,10 +261,10 @@ class Pipeline:
         channel = await self.store.get_channel(ref.platform, ref.chat_id)
         if channel is None:
             return False
-        return (
-            await self.store.delete_message(channel.id, deletion.message_id, at=utcnow())
-            is not None
-        )
+        deleted = await self.store.delete_message(channel.id, deletion.message_id, at=utcnow())
+        if deleted is not None and deleted.case_id is not None:
+            self._publish(CaseEventKind.UPDATED, deleted.case_id)
+        return deleted is not None
 
     async def move_channel(self, platform: str, old_chat_id: str, new_chat_id: str) -> None:
         """The platform gave a chat a new id (a Telegram group became a supergroup)."""
@@ -305,6 +335,7 @@ class Pipeline:
         if not detection.flagged and case_id is None and not direct:
             await self.store.record_detection(stored.id, detection)
             return detection, None
+        known_case = case_id is not None
         suggestions = None
         if detection.flagged or direct:
             # A follow-up is searched together with what the case already asked, so the
@@ -326,5 +357,10 @@ class Pipeline:
             suggestions=suggestions,
             notice=notice,
             reopen=direct and stored.case_id is None,
+        )
+        self._publish(
+            CaseEventKind.UPDATED if known_case else CaseEventKind.OPENED,
+            case_id,
+            urgent=detection.urgent,
         )
         return detection, case_id

@@ -1,4 +1,6 @@
-"""`peerdesk run`: adapters, pipeline, outbox worker and console in one event loop."""
+"""`peerdesk run`: adapters, pipeline, outbox worker and console in one event loop; and
+the same parts apart (`peerdesk bot`, `console`, `worker`) for several processes sharing
+one PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
@@ -23,6 +26,29 @@ DEMO_USERNAME = "demo"
 DEMO_PASSWORD = "demo"
 
 AppFactory = Callable[[Runtime], Any]
+
+
+@dataclass(frozen=True)
+class Parts:
+    """Which parts of peerdesk a process runs; ``Parts()`` is all of them (`peerdesk run`).
+
+    Every process refreshes its own FAQ index and detector every minute.
+    """
+
+    #: The platform adapters with the pipeline, and the outbox worker: replies leave
+    #: through the platform connections this process holds.
+    bot: bool = True
+    #: The web console. It also receives webhooks (Telegram in webhook mode), so the
+    #: adapters that receive through it are started for that even without ``bot``.
+    console: bool = True
+    #: The scheduled jobs: recovery, FAQ expiry, claim lapses, urgent re-alerts (once
+    #: across instances, on the one holding the lock).
+    worker: bool = True
+
+
+BOT = Parts(bot=True, console=False, worker=False)
+CONSOLE = Parts(bot=False, console=True, worker=False)
+WORKER = Parts(bot=False, console=False, worker=True)
 
 
 class StartupError(Exception):
@@ -86,7 +112,7 @@ async def disable_demo_user(rt: Runtime) -> None:
 MAINTENANCE_SECONDS = 60.0
 
 
-async def _maintain(rt: Runtime, stop: asyncio.Event) -> None:
+async def _maintain(rt: Runtime, stop: asyncio.Event, *, shared: bool) -> None:
     """Run :meth:`Runtime.maintain` every MAINTENANCE_SECONDS until ``stop``."""
     while True:
         with contextlib.suppress(TimeoutError):
@@ -94,7 +120,7 @@ async def _maintain(rt: Runtime, stop: asyncio.Event) -> None:
         if stop.is_set():
             return
         try:
-            await rt.maintain()
+            await rt.maintain(shared=shared)
         except Exception:
             logger.exception("maintenance failed; trying again later")
 
@@ -108,15 +134,18 @@ async def run(
     host: str | None = None,
     port: int | None = None,
     on_ready: Callable[[str], None] | None = None,
+    parts: Parts = Parts(),
 ) -> None:
-    """Run until ``stop`` is set, then shut every part down in reverse order."""
+    """Run ``parts`` until ``stop`` is set, then shut every part down in reverse order.
+    ``on_ready`` gets the console's address (an empty string without a console)."""
     host = host or settings.console.host
     port = settings.console.port if port is None else port
-    sock = bind(host, port)
+    sock = bind(host, port) if parts.console else None
     try:
         rt = await build_runtime(settings, demo=demo)
     except BaseException:
-        sock.close()
+        if sock is not None:
+            sock.close()
         raise
     outbox_task: asyncio.Task[None] | None = None
     maintenance_task: asyncio.Task[None] | None = None
@@ -127,12 +156,23 @@ async def run(
             await ensure_demo_user(rt)
         else:
             await disable_demo_user(rt)
-        await rt.maintain()
-        for adapter in rt.adapters.values():
-            await adapter.start(rt.pipeline)
-            started.append(adapter)
-        outbox_task = asyncio.create_task(rt.outbox.run(stop), name="outbox")
-        maintenance_task = asyncio.create_task(_maintain(rt, stop), name="maintenance")
+        await rt.maintain(shared=parts.worker)
+        for name, adapter in rt.adapters.items():
+            if parts.bot or (parts.console and adapter.webhooks()):
+                await adapter.start(rt.pipeline)
+                started.append(adapter)
+            else:
+                rt.elsewhere.add(name)
+        if parts.bot:
+            outbox_task = asyncio.create_task(rt.outbox.run(stop), name="outbox")
+        maintenance_task = asyncio.create_task(
+            _maintain(rt, stop, shared=parts.worker), name="maintenance"
+        )
+        if sock is None:
+            if on_ready is not None:
+                on_ready("")
+            await stop.wait()
+            return
 
         config = uvicorn.Config(
             app_factory(rt),
@@ -159,6 +199,7 @@ async def run(
         stop.set()
     finally:
         stop.set()
+        rt.events.close()  # open live-queue streams end, so the server can stop
         if server_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await server_task
@@ -174,4 +215,5 @@ async def run(
             except Exception:
                 logger.exception("adapter %s did not stop cleanly", adapter.platform)
         await rt.close()
-        sock.close()
+        if sock is not None:
+            sock.close()

@@ -6,20 +6,29 @@ in module globals.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
+from bot import retention, sessions
 from bot.adapter import Adapter
-from bot.classifier import make_detector
 from bot.demo_adapter import DemoAdapter
-from bot.detector import MessageDetector
+from bot.events import (
+    Broadcaster,
+    CaseEvent,
+    CaseEventKind,
+    LocalBroadcaster,
+    PostgresBroadcaster,
+)
 from bot.faq import FAQ
-from bot.models import utcnow
+from bot.feedback import LiveDetector
+from bot.leader import Leader
+from bot.models import CaseStatus, utcnow
 from bot.outbox import OutboxWorker
 from bot.pipeline import Pipeline
 from bot.pseudonym import Pseudonymizer
@@ -36,26 +45,81 @@ class Runtime:
     settings: Settings
     store: Store
     faq: FAQ
-    detector: MessageDetector
+    detector: LiveDetector
     pipeline: Pipeline
     outbox: OutboxWorker
     session_key: str = field(repr=False)
     adapters: dict[str, Adapter] = field(default_factory=dict)
     demo: DemoAdapter | None = None
     started_at: datetime = field(default_factory=utcnow)
+    events: Broadcaster = field(default_factory=LocalBroadcaster)
+    # Runs the shared jobs on one instance only (an advisory lock on PostgreSQL).
+    leader: Leader = field(default_factory=lambda: Leader(None))
+    # Urgent unclaimed cases and when the volunteers on duty were last alerted (by this
+    # instance, which keeps the shared jobs while it holds the lock).
+    alerted: dict[int, datetime] = field(default_factory=dict)
+    # When this instance last ran the retention purge (hourly).
+    last_purge: datetime | None = None
+    # What runs in a lesser mode, and why (the embedding model did not load, say): shown by
+    # /healthz and at the top of every console page until it is fixed.
+    degraded: list[str] = field(default_factory=list)
+    # Platforms configured but run by another process (a `peerdesk console` beside a
+    # `peerdesk bot`): /healthz says so instead of "connecting".
+    elsewhere: set[str] = field(default_factory=set)
 
-    async def maintain(self) -> None:
-        """Housekeeping that runs at start and then every minute: messages stored but not
-        processed (a failure in between) are processed; FAQ entries past their review-by
-        date expire and leave the suggestions; FAQ changes made elsewhere reach the index."""
+    async def maintain(self, *, shared: bool = True) -> None:
+        """Housekeeping that runs at start and then every minute. Once across instances
+        (on the one holding the lock, among those with ``shared``): messages stored but
+        not processed (a failure in between) are processed; FAQ entries past their
+        review-by date expire and leave the suggestions; lapsed claims are released and
+        urgent cases re-alerted; every hour, what is past retention is purged. On every
+        instance, for itself: FAQ changes made elsewhere reach its index, and lexicon edits
+        and retrained models reach its detection."""
+        if shared and await self.leader.acquire():
+            await self.shared_jobs()
+        # Edits made through another instance (or an import) reach this one's index too.
+        await self.faq.refresh_if_changed()
+        # Lexicon edits and retrained models, wherever they were made.
+        await self.detector.refresh(self.store)
+
+    async def shared_jobs(self) -> None:
+        """The jobs that act on shared data and must not run on two instances at once."""
         await self.pipeline.recover()
         expired = await self.store.expire_faq_entries(utcnow().date())
         if expired:
             logger.info("FAQ entries expired (review date passed): %s", ", ".join(expired))
-        # Edits made through another instance (or an import) reach this one's index too.
-        await self.faq.refresh_if_changed()
+        await self.check_claims()
+        # Retention, hourly: what people wrote is not kept past privacy.retention_*_days.
+        now = utcnow()
+        if self.last_purge is None or now - self.last_purge >= retention.EVERY:
+            self.last_purge = now
+            await retention.purge(self.store, self.settings, now=now)
+            await sessions.forget_expired(self.store)  # cookies that expired anyway
+
+    def claim_lapsed_before(self) -> datetime:
+        """Claims whose holder has not acted since then no longer hold."""
+        return utcnow() - timedelta(minutes=self.settings.console.claim_minutes)
+
+    async def check_claims(self) -> None:
+        """Release lapsed claims, and alert the volunteers on duty again about urgent
+        cases nobody has claimed for ``console.alert_minutes``."""
+        for case_id in await self.store.release_lapsed_claims(self.claim_lapsed_before()):
+            self.events.publish(CaseEvent(CaseEventKind.CLAIMED, case_id))
+        now = utcnow()
+        every = timedelta(minutes=self.settings.console.alert_minutes)
+        waiting = await self.store.list_cases(statuses=(CaseStatus.OPEN,), urgent=True)
+        unclaimed = {c.id: c for c in waiting if c.claimed_by is None}
+        for case_id in set(self.alerted) - set(unclaimed):
+            del self.alerted[case_id]
+        for case in unclaimed.values():
+            if now - self.alerted.get(case.id, case.created_at) >= every:
+                self.alerted[case.id] = now
+                self.events.publish(CaseEvent(CaseEventKind.ALERT, case.id, urgent=True))
 
     async def close(self) -> None:
+        self.events.close()
+        await self.events.stop()
+        await self.leader.release()
         await self.store.close()
 
 
@@ -77,6 +141,32 @@ def make_faq(store: Store, settings: Settings, *, demo: bool = False) -> FAQ:
         lexical_weight=kb.lexical_weight,
         min_score=kb.min_score,
     )
+
+
+async def faq_with_fallback(
+    store: Store, settings: Settings, *, demo: bool = False
+) -> tuple[FAQ, list[str]]:
+    """The FAQ with its embedding model loaded now, when search or detection needs it. A
+    model that cannot be loaded (a missing or broken folder, a package gone) does not stop
+    peerdesk: search falls back to words and detection to the lexicon, the log says so,
+    and the reason is returned for /healthz and the console."""
+    kb = settings.knowledge_base
+    try:
+        faq = make_faq(store, settings, demo=demo)
+        if faq.embedder is not None and (
+            kb.search_mode != "lexical" or settings.detection.mode != "lexicon"
+        ):
+            await asyncio.to_thread(faq.embedder.load)
+        return faq, []
+    except Exception as exc:
+        reason = f"the embedding model {kb.embedder!r} could not be loaded ({exc})"
+        logger.error(
+            "%s: FAQ suggestions match words only and detection uses the lexicon alone "
+            "until it is fixed",
+            reason,
+        )
+        without = replace(settings, knowledge_base=replace(kb, embedder="none"))
+        return make_faq(store, without, demo=demo), [reason]
 
 
 async def open_store(settings: Settings, *, migrate_schema: bool = True) -> Store:
@@ -123,9 +213,25 @@ async def platform_adapters(store: Store, settings: Settings) -> dict[str, Adapt
     return adapters
 
 
+def plain_dsn(store: Store) -> str | None:
+    """The PostgreSQL database as an asyncpg DSN, for connections of our own (LISTEN,
+    advisory locks); None on SQLite."""
+    if store.is_sqlite:
+        return None
+    return store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def make_broadcaster(store: Store) -> Broadcaster:
+    """In-process on SQLite (one process); LISTEN/NOTIFY on PostgreSQL, so that the
+    consoles of every instance sharing the database hear every instance's events."""
+    dsn = plain_dsn(store)
+    return LocalBroadcaster() if dsn is None else PostgresBroadcaster(dsn)
+
+
 async def build_runtime(settings: Settings, *, demo: bool = False) -> Runtime:
     """Open the store (migrating it), load secrets, the FAQ and the detector."""
     store = await open_store(settings)
+    events: Broadcaster | None = None
     try:
         session_key = settings.console.secret_key.get() or await store.get_or_create_secret(
             "console_session"
@@ -133,11 +239,15 @@ async def build_runtime(settings: Settings, *, demo: bool = False) -> Runtime:
         pseudonym_key = settings.privacy.pseudonym_key.get() or await store.get_or_create_secret(
             "pseudonym"
         )
-        faq = make_faq(store, settings, demo=demo)
+        faq, degraded = await faq_with_fallback(store, settings, demo=demo)
         await seed_faq(faq, settings)
         await faq.refresh()
-        detector = make_detector(settings, faq.embedder)
+        detector = LiveDetector(settings, faq.embedder, faq=faq.questions)
+        await detector.refresh(store)
+        events = make_broadcaster(store)
+        await events.start()
         pipeline = Pipeline(
+            events=events,
             store=store,
             detector=detector,
             faq=faq,
@@ -156,6 +266,8 @@ async def build_runtime(settings: Settings, *, demo: bool = False) -> Runtime:
         adapters.update(await platform_adapters(store, settings))
         outbox = OutboxWorker(store, adapters, settings.outbox)
     except BaseException:
+        if events is not None:
+            await events.stop()
         await store.close()
         raise
     return Runtime(
@@ -168,4 +280,7 @@ async def build_runtime(settings: Settings, *, demo: bool = False) -> Runtime:
         session_key=session_key,
         adapters=adapters,
         demo=demo_adapter,
+        events=events,
+        leader=Leader(plain_dsn(store)),
+        degraded=degraded,
     )

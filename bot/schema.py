@@ -59,6 +59,43 @@ users = sa.Table(
     sa.Column("trained", sa.Boolean, nullable=False),
     sa.Column("active", sa.Boolean, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # Volunteers on duty get urgent alerts in the console.
+    sa.Column("on_duty", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The console's language they chose (nl, fr, en); none: their browser's preference.
+    sa.Column("language", sa.String(5)),
+    sa.Column("last_login_at", UTCDateTime),
+    # Console sessions that began before this moment are no longer valid (set when a
+    # coordinator deactivates the account, so reactivating it does not revive them).
+    sa.Column("sessions_after", UTCDateTime),
+)
+
+# One-time links a coordinator sends to let someone create their own account. Only the
+# token's SHA-256 is kept; the link works once, until ``expires_at``.
+invites = sa.Table(
+    "invites",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("role", sa.String(20), nullable=False),
+    sa.Column("trained", sa.Boolean, nullable=False),
+    sa.Column("created_by", sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("used_at", UTCDateTime),
+    sa.Column("user_id", sa.ForeignKey("users.id")),  # the account it became
+    sa.Column("revoked_at", UTCDateTime),
+)
+
+# Console sessions ended by logging out (their ids), so a copied cookie is worth nothing
+# on any instance; a row can go once the cookie would have expired anyway.
+ended_sessions = sa.Table(
+    "ended_sessions",
+    metadata,
+    sa.Column("session_id", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("ended_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Index("ix_ended_sessions_expires_at", "expires_at"),
 )
 
 api_tokens = sa.Table(
@@ -90,6 +127,15 @@ channels = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     # The server (Discord guild) a channel belongs to: a server-wide opt-in covers it.
     sa.Column("server_id", sa.String(100)),
+    # A coordinator paused watching: nothing from the channel is read while this is set.
+    sa.Column("paused_at", UTCDateTime),
+    sa.Column("paused_by", sa.ForeignKey("users.id")),
+    # Set when watching resumes: messages sent before it (during the pause, delivered
+    # late or by a history catch-up) are not read either.
+    sa.Column("watch_from", UTCDateTime),
+    # Shorter retention for this channel than privacy.retention_*_days (null: the setting).
+    sa.Column("retention_unanswered_days", sa.Integer),
+    sa.Column("retention_answered_days", sa.Integer),
     sa.UniqueConstraint("platform", "chat_id"),
 )
 
@@ -120,9 +166,15 @@ cases = sa.Table(
     sa.Column("first_message_id", sa.Integer),
     sa.Column("claimed_by", sa.ForeignKey("users.id")),
     sa.Column("claimed_at", UTCDateTime),
+    # The claim holder's last action on the case; the claim lapses after
+    # console.claim_minutes without one.
+    sa.Column("claim_active_at", UTCDateTime),
+    # Why a volunteer dismissed the case (bot.models.DismissReason): detection feedback.
+    sa.Column("dismiss_reason", sa.String(30)),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Index(None, "status", "urgent", "created_at"),
+    sa.Index(None, "claimed_by", "status"),
     sa.Index(None, "channel_id", "author", "status"),
 )
 
@@ -152,6 +204,9 @@ messages = sa.Table(
     sa.UniqueConstraint("channel_id", "platform_message_id"),
     sa.Index(None, "channel_id", "sent_at"),
     sa.Index(None, "case_id"),
+    # The messages just before a case (its context), newest first, without sorting the
+    # channel's whole history: the case page stays as fast at 100,000 cases as at 1,000.
+    sa.Index(None, "channel_id", "id"),
 )
 
 faq_entries = sa.Table(
@@ -264,4 +319,103 @@ audit_events = sa.Table(
     sa.Column("object_id", sa.String(100), nullable=False),
     sa.Column("details", sa.JSON, nullable=False),
     sa.Index(None, "object_type", "object_id"),
+)
+
+# Experts' changes to the shipped lexicon (bot/data/lexicon.toml), applied on top of it:
+# a term for a substance, an urgency phrase, or a false friend (a term that is another
+# word next to its context words). Removing one keeps the row, with who and when.
+lexicon_edits = sa.Table(
+    "lexicon_edits",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.String(20), nullable=False),  # term | urgent | false_friend
+    sa.Column("term", sa.Text, nullable=False),
+    sa.Column("substance", sa.String(50)),  # term: which substance
+    sa.Column("strong", sa.Boolean, nullable=False),  # term: flags on its own
+    sa.Column("context", sa.JSON, nullable=False),  # false_friend: the context words
+    sa.Column("language", sa.String(5)),
+    sa.Column("note", sa.Text, nullable=False),  # why (an example message, a source)
+    sa.Column("source", sa.Text, nullable=False),  # provenance: own knowledge or a list
+    sa.Column("licence", sa.Text, nullable=False),
+    sa.Column("author", sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("removed_by", sa.ForeignKey("users.id")),
+    sa.Column("removed_at", UTCDateTime),
+)
+
+# Detection models retrained on volunteers' feedback (`peerdesk detect retrain`); the
+# newest active one is used instead of the shipped file, by every instance.
+detection_models = sa.Table(
+    "detection_models",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("model", sa.LargeBinary, nullable=False),  # the .npz file
+    sa.Column("info", sa.JSON, nullable=False),  # figures before/after, counts
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+# A reply that policy (bot/approval.py) sends to a second approver before it may go out:
+# it waits here, and becomes a reply (with its outbox row) only once someone other than
+# its writer approves it, possibly edited; or it is sent back with a comment.
+pending_replies = sa.Table(
+    "pending_replies",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("case_id", sa.ForeignKey("cases.id"), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("visibility", sa.String(10), nullable=False),
+    sa.Column("entry_id", sa.String(100)),
+    sa.Column("written_by", sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("reasons", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(10), nullable=False),  # awaiting | approved | returned
+    sa.Column("request_key", sa.String(100), unique=True),
+    sa.Column("reviewed_by", sa.ForeignKey("users.id")),
+    sa.Column("review_comment", sa.Text),
+    sa.Column("reply_id", sa.ForeignKey("replies.id")),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("reviewed_at", UTCDateTime),
+    sa.Index(None, "status", "created_at"),
+    sa.Index(None, "case_id"),
+)
+
+# What survives the retention purge of a case: figures for reports, with no text and no
+# person (no pseudonym, no message, no reply text).
+case_archive = sa.Table(
+    "case_archive",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("case_id", sa.Integer, nullable=False),  # the purged case's id, for counting
+    sa.Column("channel_id", sa.Integer),
+    sa.Column("platform", sa.String(20), nullable=False),
+    sa.Column("language", sa.String(5)),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("urgent", sa.Boolean, nullable=False),
+    sa.Column("dismiss_reason", sa.String(30)),
+    sa.Column("substances", sa.JSON, nullable=False),
+    sa.Column("topics", sa.JSON, nullable=False),  # FAQ entries suggested or used
+    sa.Column("replies", sa.Integer, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("first_reply_at", UTCDateTime),
+    sa.Column("closed_at", UTCDateTime, nullable=False),
+    sa.Column("purged_at", UTCDateTime, nullable=False),
+    sa.Index(None, "created_at"),
+)
+
+# The team's discussion of a case, never sent anywhere: internal notes, questions
+# escalated to the experts, and the experts' answers (``question_id`` points to the
+# question answered; a question is open until ``answered_at``).
+case_notes = sa.Table(
+    "case_notes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("case_id", sa.ForeignKey("cases.id"), nullable=False),
+    sa.Column("author", sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("kind", sa.String(10), nullable=False),  # note | question | answer
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("question_id", sa.ForeignKey("case_notes.id")),
+    sa.Column("answered_at", UTCDateTime),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index(None, "case_id"),
+    sa.Index(None, "kind", "answered_at"),
 )

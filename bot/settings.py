@@ -130,6 +130,34 @@ class ConsoleSettings:
     cookie_secure: bool = setting(
         False, "Mark the session cookie Secure (set to true behind HTTPS)."
     )
+    claim_minutes: int = setting(
+        30,
+        "Minutes a claimed case stays with its volunteer without any action from them "
+        "(opening it, sending); then anyone trained may claim it.",
+        minimum=1,
+        maximum=24 * 60,
+    )
+    max_claims: int = setting(
+        3,
+        "Open cases one person may hold claimed at the same time (a coordinator's "
+        "reassignment may exceed it).",
+        minimum=1,
+        maximum=100,
+    )
+    alert_minutes: int = setting(
+        10,
+        "Minutes after which an urgent case nobody has claimed alerts the volunteers on "
+        "duty again.",
+        minimum=1,
+        maximum=24 * 60,
+    )
+    invite_hours: int = setting(
+        72,
+        "Hours an invitation link (People page) stays valid. It works once; the invitee "
+        "chooses their own username and password with it.",
+        minimum=1,
+        maximum=24 * 30,
+    )
 
 
 @dataclass(frozen=True)
@@ -145,6 +173,20 @@ class PrivacySettings:
         "When a channel admin opts out, delete what was stored from that channel (messages, "
         "cases, replies). The consent record and the audit trail stay.",
     )
+    retention_unanswered_days: int = setting(
+        30,
+        "Messages that are not part of an answered case (unflagged chat kept as context, "
+        "open or dismissed cases) are deleted this many days after their last activity, "
+        "by `peerdesk purge` and hourly while peerdesk runs. Counts for reports survive "
+        "in an anonymous archive (no text, no person).",
+        minimum=1,
+    )
+    retention_answered_days: int = setting(
+        180,
+        "Answered cases, with their messages and replies, are deleted this many days after "
+        "their last activity.",
+        minimum=1,
+    )
 
 
 @dataclass(frozen=True)
@@ -158,9 +200,11 @@ class DetectionSettings:
         choices=("trained", "lexicon"),
     )
     threshold: float = setting(
-        0.59,
+        0.0,
         "Model probability from which a message is flagged for volunteers (trained mode). "
-        "Chosen by `peerdesk detect train`; see docs/detection.md for the trade-off.",
+        "0: the threshold `peerdesk detect train` chose by cross-validation and recorded "
+        "in the model (it moves with the model on retraining); see docs/detection.md for "
+        "the trade-off.",
         minimum=0.0,
         maximum=1.0,
     )
@@ -171,10 +215,11 @@ class DetectionSettings:
         maximum=1.0,
     )
     urgent_threshold: float = setting(
-        0.31,
+        0.0,
         "Model probability from which a message counts as urgent (trained mode; urgency "
-        "phrases of the lexicon are urgent whatever the model says). Kept low on purpose: "
-        "a missed overdose costs more than a false alarm.",
+        "phrases of the lexicon are urgent whatever the model says). 0: the one recorded "
+        "in the model, the highest that kept 98 % of urgent messages in cross-validation. "
+        "Kept low on purpose: a missed overdose costs more than a false alarm.",
         minimum=0.0,
         maximum=1.0,
     )
@@ -182,6 +227,25 @@ class DetectionSettings:
         "",
         "Detection model file written by `peerdesk detect train`. Empty: the model shipped "
         "in bot/data/detection/model.npz.",
+    )
+
+
+@dataclass(frozen=True)
+class ApprovalSettings:
+    urgent: bool = setting(
+        True,
+        "A reply to an urgent case waits for a second approver (an expert, a coordinator "
+        "or another trained volunteer) before it is sent.",
+    )
+    tags: tuple[str, ...] = setting(
+        ("high_risk",),
+        "FAQ tags that call for a second approver: a reply built on such an entry, or to "
+        "a case whose best suggestion has one (dangerous combinations, GHB dosing...).",
+    )
+    minors: bool = setting(
+        True,
+        'A reply to a case whose messages suggest the person is under 18 ("ik ben 15", '
+        '"j\'ai 16 ans", "underage") waits for a second approver.',
     )
 
 
@@ -391,6 +455,7 @@ class Settings:
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     detection: DetectionSettings = field(default_factory=DetectionSettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    approval: ApprovalSettings = field(default_factory=ApprovalSettings)
     knowledge_base: KnowledgeBaseSettings = field(default_factory=KnowledgeBaseSettings)
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
     demo: DemoSettings = field(default_factory=DemoSettings)

@@ -22,15 +22,25 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from bot import migrate
 from bot import schema as t
 from bot.models import (
+    DISMISS_LABELS,
+    LEXICON_EDIT_KINDS,
     Case,
     CaseDetail,
+    CaseNote,
     CaseStatus,
     Channel,
     ChannelRef,
     Detection,
+    DismissReason,
+    FeedbackLabel,
     IncomingMessage,
+    LexiconEdit,
+    NoteKind,
     OutboxItem,
     OutboxStatus,
+    PastAnswer,
+    PendingReply,
+    PendingStatus,
     Reason,
     Reply,
     ReplyStatus,
@@ -97,6 +107,9 @@ def _user_from_row(row: Row[Any]) -> User:
         role=Role(row.role),
         trained=row.trained,
         active=row.active,
+        on_duty=row.on_duty,
+        sessions_after=row.sessions_after,
+        language=row.language,
     )
 
 
@@ -112,6 +125,8 @@ def _channel_from_row(row: Row[Any]) -> Channel:
         consent_by=row.consent_by,
         consent_at=row.consent_at,
         server_id=row.server_id,
+        paused=row.paused_at is not None,
+        watch_from=row.watch_from,
     )
 
 
@@ -281,6 +296,26 @@ class Store:
             row = (await conn.execute(sa.select(t.users).where(t.users.c.id == user_id))).first()
         return _user_from_row(row) if row else None
 
+    async def list_users(self) -> list[User]:
+        """Every account, active or not, by name."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(t.users).order_by(t.users.c.username))).all()
+        return [_user_from_row(r) for r in rows]
+
+    async def set_on_duty(self, user_id: int, on_duty: bool) -> None:
+        """Mark a volunteer on duty (urgent alerts in the console) or off duty."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                t.users.update().where(t.users.c.id == user_id).values(on_duty=on_duty)
+            )
+
+    async def set_user_language(self, user_id: int, language: str | None) -> None:
+        """Remember the console language a person chose (None: follow their browser)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                t.users.update().where(t.users.c.id == user_id).values(language=language)
+            )
+
     async def add_token(self, user_id: int, token_hash: str) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(
@@ -421,6 +456,10 @@ class Store:
         if not ids:
             return 0
         replies = sa.select(t.replies.c.id).where(t.replies.c.case_id.in_(ids))
+        await conn.execute(t.pending_replies.delete().where(t.pending_replies.c.case_id.in_(ids)))
+        notes = t.case_notes
+        await conn.execute(notes.update().where(notes.c.case_id.in_(ids)).values(question_id=None))
+        await conn.execute(notes.delete().where(notes.c.case_id.in_(ids)))
         await conn.execute(t.outbox.delete().where(t.outbox.c.reply_id.in_(replies)))
         await conn.execute(t.replies.delete().where(t.replies.c.case_id.in_(ids)))
         await conn.execute(t.suggestions.delete().where(t.suggestions.c.case_id.in_(ids)))
@@ -497,6 +536,7 @@ class Store:
             .where(
                 t.channels.c.platform == platform,
                 t.channels.c.opted_in.is_(True),
+                t.channels.c.paused_at.is_(None),  # paused: no history catch-up either
                 t.channels.c.kind != "server",
             )
             .order_by(t.channels.c.id)
@@ -913,9 +953,26 @@ class Store:
                     reasons=tuple(reasons.values()),
                     substances=tuple(substances),
                     channel_kind=r.channel_kind,
+                    dismiss_reason=DismissReason(r.dismiss_reason) if r.dismiss_reason else None,
                 )
             )
         return cases
+
+    async def earlier_cases(self, case_id: int, *, limit: int = 10) -> list[Case]:
+        """Other cases of the same (pseudonymous) author, newest first."""
+        async with self.engine.connect() as conn:
+            author = await conn.scalar(sa.select(t.cases.c.author).where(t.cases.c.id == case_id))
+            if author is None:
+                return []
+            rows = (
+                await conn.execute(
+                    self._case_query()
+                    .where(t.cases.c.author == author, t.cases.c.id != case_id)
+                    .order_by(t.cases.c.created_at.desc())
+                    .limit(limit)
+                )
+            ).all()
+            return await self._cases_from_rows(conn, rows)
 
     async def case_flagged_texts(self, case_id: int) -> list[str]:
         """The texts of a case's flagged messages, oldest first."""
@@ -928,14 +985,52 @@ class Store:
             return list(rows.all())
 
     async def list_cases(
-        self, *, statuses: Iterable[CaseStatus] = (CaseStatus.OPEN,), limit: int = 200
+        self,
+        *,
+        statuses: Iterable[CaseStatus] = (CaseStatus.OPEN,),
+        limit: int = 200,
+        urgent: bool | None = None,
+        language: str | None = None,
+        platform: str | None = None,
+        channel_id: int | None = None,
+        claimed_by: int | None = None,
+        topic: str | None = None,
+        substance: str | None = None,
     ) -> list[Case]:
-        """Cases in the given statuses, urgent first, then oldest first."""
-        query = (
-            self._case_query()
-            .where(t.cases.c.status.in_([s.value for s in statuses]))
-            .order_by(t.cases.c.urgent.desc(), t.cases.c.created_at, t.cases.c.id)
-            .limit(limit)
+        """Cases in the given statuses, urgent first, then oldest first; the other
+        arguments, when given, narrow the list (the queue's filters): ``topic`` keeps the
+        cases with a suggested FAQ entry on that topic, ``substance`` those with a message
+        naming that substance (a lexicon key)."""
+        query = self._case_query().where(t.cases.c.status.in_([s.value for s in statuses]))
+        if topic is not None:
+            query = query.where(
+                sa.exists().where(
+                    t.suggestions.c.case_id == t.cases.c.id,
+                    t.suggestions.c.entry_id == t.faq_entries.c.id,
+                    t.faq_entries.c.topic == topic,
+                )
+            )
+        if substance is not None:
+            # The JSON list as text holds the key in quotes on SQLite and PostgreSQL alike;
+            # keys are [a-z0-9_-] (checked by the callers), so no LIKE wildcard gets in.
+            query = query.where(
+                sa.exists().where(
+                    t.messages.c.case_id == t.cases.c.id,
+                    sa.cast(t.messages.c.substances, sa.Text).like(f'%"{substance}"%'),
+                )
+            )
+        if urgent is not None:
+            query = query.where(t.cases.c.urgent.is_(urgent))
+        if language is not None:
+            query = query.where(t.cases.c.language == language)
+        if platform is not None:
+            query = query.where(t.channels.c.platform == platform)
+        if channel_id is not None:
+            query = query.where(t.cases.c.channel_id == channel_id)
+        if claimed_by is not None:
+            query = query.where(t.cases.c.claimed_by == claimed_by)
+        query = query.order_by(t.cases.c.urgent.desc(), t.cases.c.created_at, t.cases.c.id).limit(
+            limit
         )
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
@@ -1014,6 +1109,158 @@ class Store:
             replies=tuple(_reply_from_row(r) for r in reply_rows),
         )
 
+    # -- claims ------------------------------------------------------------------------
+
+    @staticmethod
+    def _claim_free(user_id: int, lapsed_before: datetime | None) -> sa.ColumnElement[bool]:
+        """Nobody else holds the case: unclaimed, held by ``user_id``, or lapsed."""
+        free = [t.cases.c.claimed_by.is_(None), t.cases.c.claimed_by == user_id]
+        if lapsed_before is not None:
+            free += [
+                t.cases.c.claim_active_at.is_(None),
+                t.cases.c.claim_active_at < lapsed_before,
+            ]
+        return sa.or_(*free)
+
+    async def _claim_refusal(self, conn: AsyncConnection, case_id: int, verb: str) -> StoreError:
+        """Why a claim-changing UPDATE matched no row."""
+        case = (await conn.execute(sa.select(t.cases).where(t.cases.c.id == case_id))).first()
+        if case is None:
+            return NotFound(f"no case {case_id}")
+        if case.status != CaseStatus.OPEN.value:
+            return Conflict(f"this case is {case.status}: there is nothing to {verb}")
+        holder = await conn.scalar(
+            sa.select(t.users.c.username).where(t.users.c.id == case.claimed_by)
+        )
+        return Conflict(f"this case is claimed by {holder}" if holder else "nobody holds this case")
+
+    async def claim_case(
+        self, case_id: int, user_id: int, *, lapsed_before: datetime, max_claims: int
+    ) -> None:
+        """Claim an open case for ``user_id`` in one statement, so two people cannot both
+        hold it. A claim whose holder has not acted since ``lapsed_before`` no longer
+        counts. Claiming a case one holds already renews it. Raises :class:`Conflict`
+        when someone else holds it, or ``user_id`` already holds ``max_claims`` others."""
+        now = utcnow()
+        other = t.cases.alias("other")
+        held = (
+            sa.select(sa.func.count())
+            .select_from(other)
+            .where(
+                other.c.claimed_by == user_id,
+                other.c.status == CaseStatus.OPEN.value,
+                other.c.id != case_id,
+                other.c.claim_active_at >= lapsed_before,
+            )
+            .scalar_subquery()
+        )
+        async with self.engine.begin() as conn:
+            claimed = await conn.execute(
+                t.cases.update()
+                .where(
+                    t.cases.c.id == case_id,
+                    t.cases.c.status == CaseStatus.OPEN.value,
+                    self._claim_free(user_id, lapsed_before),
+                    held < max_claims,
+                )
+                .values(
+                    claimed_by=user_id,
+                    claimed_at=sa.case(
+                        (t.cases.c.claimed_by == user_id, t.cases.c.claimed_at), else_=now
+                    ),
+                    claim_active_at=now,
+                )
+            )
+            if not claimed.rowcount:
+                case = (
+                    await conn.execute(sa.select(t.cases).where(t.cases.c.id == case_id))
+                ).first()
+                held_by_other = case is not None and not (
+                    case.claimed_by in (None, user_id)
+                    or case.claim_active_at is None
+                    or case.claim_active_at < lapsed_before
+                )
+                if case is None or case.status != CaseStatus.OPEN.value or held_by_other:
+                    raise await self._claim_refusal(conn, case_id, "claim")
+                raise Conflict(
+                    f"you already hold {max_claims} open cases: release or answer one first"
+                )
+            await self._audit(conn, user_id, "case.claim", "case", case_id, {})
+
+    async def release_case(self, case_id: int, user_id: int) -> None:
+        """Give back a claim ``user_id`` holds on an open case."""
+        async with self.engine.begin() as conn:
+            released = await conn.execute(
+                t.cases.update()
+                .where(
+                    t.cases.c.id == case_id,
+                    t.cases.c.status == CaseStatus.OPEN.value,
+                    t.cases.c.claimed_by == user_id,
+                )
+                .values(claimed_by=None, claimed_at=None, claim_active_at=None)
+            )
+            if not released.rowcount:
+                raise await self._claim_refusal(conn, case_id, "release")
+            await self._audit(conn, user_id, "case.release", "case", case_id, {})
+
+    async def assign_case(self, case_id: int, assignee: int | None, *, by: int) -> None:
+        """A coordinator gives an open case to ``assignee`` (or to nobody), whoever held
+        it; the claim counts as fresh."""
+        now = utcnow()
+        values: dict[str, Any] = (
+            {"claimed_by": assignee, "claimed_at": now, "claim_active_at": now}
+            if assignee is not None
+            else {"claimed_by": None, "claimed_at": None, "claim_active_at": None}
+        )
+        async with self.engine.begin() as conn:
+            before = await conn.scalar(
+                sa.select(t.cases.c.claimed_by).where(t.cases.c.id == case_id)
+            )
+            assigned = await conn.execute(
+                t.cases.update()
+                .where(t.cases.c.id == case_id, t.cases.c.status == CaseStatus.OPEN.value)
+                .values(**values)
+            )
+            if not assigned.rowcount:
+                raise await self._claim_refusal(conn, case_id, "assign")
+            await self._audit(
+                conn, by, "case.assign", "case", case_id, {"from": before, "to": assignee}
+            )
+
+    async def touch_claim(self, case_id: int, user_id: int, *, lapsed_before: datetime) -> bool:
+        """The holder acted on the case (opened it): the claim's inactivity clock restarts.
+        A claim that has already lapsed stays lapsed. Returns whether it was renewed."""
+        async with self.engine.begin() as conn:
+            touched = await conn.execute(
+                t.cases.update()
+                .where(
+                    t.cases.c.id == case_id,
+                    t.cases.c.status == CaseStatus.OPEN.value,
+                    t.cases.c.claimed_by == user_id,
+                    t.cases.c.claim_active_at >= lapsed_before,
+                )
+                .values(claim_active_at=utcnow())
+            )
+        return bool(touched.rowcount)
+
+    async def release_lapsed_claims(self, lapsed_before: datetime) -> list[int]:
+        """Clear the claims on open cases whose holder has not acted since
+        ``lapsed_before``. Returns those cases' ids."""
+        lapsed = sa.and_(
+            t.cases.c.status == CaseStatus.OPEN.value,
+            t.cases.c.claimed_by.is_not(None),
+            sa.or_(t.cases.c.claim_active_at.is_(None), t.cases.c.claim_active_at < lapsed_before),
+        )
+        async with self.engine.begin() as conn:
+            ids = list((await conn.scalars(sa.select(t.cases.c.id).where(lapsed))).all())
+            if ids:
+                await conn.execute(
+                    t.cases.update()
+                    .where(t.cases.c.id.in_(ids), lapsed)
+                    .values(claimed_by=None, claimed_at=None, claim_active_at=None)
+                )
+        return ids
+
     # -- replies and the outbox --------------------------------------------------------
 
     async def approve_reply(
@@ -1026,12 +1273,18 @@ class Store:
         approved_by: int,
         entry_id: str | None = None,
         request_key: str | None = None,
+        claim_lapsed_before: datetime | None = None,
+        claimant: int | None = None,
     ) -> Reply:
         """Record an approved reply and its outbox row in one transaction.
 
+        ``claimant`` is who must hold (or may take) the case: the approver, unless a
+        second approver approves someone else's reply (then its writer).
+
         The case is claimed by the approver if nobody had it, and leaves the open queue. A
         case claimed by someone else, or dismissed, raises :class:`Conflict` (checked and
-        claimed in one statement, so two volunteers cannot both answer). A repeated
+        claimed in one statement, so two volunteers cannot both answer); a claim whose
+        holder has not acted since ``claim_lapsed_before`` does not count. A repeated
         ``request_key`` (a double click, a retried API call) returns the reply it made
         the first time instead of sending a second one.
         """
@@ -1040,6 +1293,7 @@ class Store:
             if existing is not None:
                 return existing
         now = utcnow()
+        holder = claimant if claimant is not None else approved_by
         try:
             async with self.engine.begin() as conn:
                 claimed = await conn.execute(
@@ -1047,12 +1301,19 @@ class Store:
                     .where(
                         t.cases.c.id == case_id,
                         t.cases.c.status != CaseStatus.DISMISSED.value,
-                        sa.or_(t.cases.c.claimed_by.is_(None), t.cases.c.claimed_by == approved_by),
+                        self._claim_free(holder, claim_lapsed_before),
                     )
                     .values(
                         status=CaseStatus.ANSWERED.value,
-                        claimed_by=approved_by,
-                        claimed_at=sa.func.coalesce(t.cases.c.claimed_at, now),
+                        claimed_by=holder,
+                        claimed_at=sa.case(
+                            (
+                                t.cases.c.claimed_by == holder,
+                                sa.func.coalesce(t.cases.c.claimed_at, now),
+                            ),
+                            else_=now,
+                        ),
+                        claim_active_at=now,
                         updated_at=now,
                     )
                 )
@@ -1064,10 +1325,10 @@ class Store:
                 if not claimed.rowcount:
                     if case.status == CaseStatus.DISMISSED.value:
                         raise Conflict("this case was dismissed")
-                    holder = await conn.scalar(
+                    name = await conn.scalar(
                         sa.select(t.users.c.username).where(t.users.c.id == case.claimed_by)
                     )
-                    raise Conflict(f"this case is claimed by {holder}")
+                    raise Conflict(f"this case is claimed by {name}")
                 first = (
                     await conn.execute(
                         sa.select(t.messages).where(t.messages.c.id == case.first_message_id)
@@ -1236,6 +1497,22 @@ class Store:
             for r in rows
         ]
 
+    async def renew_lease(self, outbox_id: int, *, attempts: int, until: datetime) -> bool:
+        """Extend the lease of a row this worker claimed, just before sending it. False
+        when the row is no longer ours (its lease ran out and another worker claimed it,
+        which counted a new attempt): then it must not be sent from here."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                t.outbox.update()
+                .where(
+                    t.outbox.c.id == outbox_id,
+                    t.outbox.c.status == OutboxStatus.SENDING.value,
+                    t.outbox.c.attempts == attempts,
+                )
+                .values(lease_until=until)
+            )
+        return bool(result.rowcount)
+
     async def mark_sent(self, outbox_id: int, *, platform_message_id: str, at: datetime) -> None:
         async with self.engine.begin() as conn:
             reply_id = await conn.scalar(
@@ -1363,7 +1640,7 @@ class Store:
             "contact_kept": contact is not None,
         }
 
-    async def erase_person(self, pseudonym: str) -> dict[str, int]:
+    async def erase_person(self, pseudonym: str, *, by: int | None = None) -> dict[str, int]:
         """Delete everything about one person: their messages, their cases with the
         replies to them, their contact and their direct chat with the bot. A group's
         consent record they made stays, without their pseudonym. Returns counts."""
@@ -1419,7 +1696,7 @@ class Store:
                 "cases": cases,
                 "direct_chats": len(direct_ids),
             }
-            await self._audit(conn, None, "person.erase", "person", None, counts)
+            await self._audit(conn, by, "person.erase", "person", None, counts)
         return counts
 
     # -- FAQ ---------------------------------------------------------------------------
@@ -1615,6 +1892,797 @@ class Store:
                 )
                 or 0
             )
+
+    # -- answers history -----------------------------------------------------------------
+
+    async def past_answers(
+        self,
+        *,
+        text: str = "",
+        entry_id: str | None = None,
+        substance: str | None = None,
+        language: str | None = None,
+        volunteer: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+    ) -> list[PastAnswer]:
+        """Approved replies (not failed ones), newest first, narrowed by the arguments:
+        words of the text (all of them, any case), the FAQ entry used, a substance named
+        in the case, the case's language, the approver's name, a period."""
+        approver = t.users.alias("approver")
+        query = (
+            sa.select(
+                t.replies.c.id,
+                t.replies.c.case_id,
+                t.replies.c.text,
+                t.replies.c.entry_id,
+                t.replies.c.status,
+                t.replies.c.approved_at,
+                t.cases.c.language,
+                approver.c.username,
+            )
+            .join(t.cases, t.cases.c.id == t.replies.c.case_id)
+            .join(approver, approver.c.id == t.replies.c.approved_by)
+            .where(t.replies.c.status != ReplyStatus.FAILED.value)
+            .order_by(t.replies.c.approved_at.desc(), t.replies.c.id.desc())
+        )
+        for word in text.split()[:10]:
+            escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(t.replies.c.text.ilike(f"%{escaped}%", escape="\\"))
+        if entry_id:
+            query = query.where(t.replies.c.entry_id == entry_id)
+        if language:
+            query = query.where(t.cases.c.language == language)
+        if volunteer:
+            query = query.where(approver.c.username == volunteer)
+        if since is not None:
+            query = query.where(t.replies.c.approved_at >= since)
+        if until is not None:
+            query = query.where(t.replies.c.approved_at < until)
+        # Substances live on the case's messages (JSON): narrowed here, over a few pages.
+        query = query.limit(limit if substance is None else limit * 10)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+            case_ids = list({r.case_id for r in rows})
+            named: dict[int, dict[str, None]] = {i: {} for i in case_ids}
+            if case_ids:
+                for case_id, found in (
+                    await conn.execute(
+                        sa.select(t.messages.c.case_id, t.messages.c.substances).where(
+                            t.messages.c.case_id.in_(case_ids), t.messages.c.flagged.is_(True)
+                        )
+                    )
+                ).all():
+                    named[case_id].update(dict.fromkeys(found or ()))
+        answers = [
+            PastAnswer(
+                reply_id=r.id,
+                case_id=r.case_id,
+                text=r.text,
+                entry_id=r.entry_id,
+                language=r.language,
+                approved_by=r.username,
+                approved_at=r.approved_at,
+                status=ReplyStatus(r.status),
+                substances=tuple(named[r.case_id]),
+            )
+            for r in rows
+        ]
+        if substance:
+            answers = [a for a in answers if substance in a.substances]
+        return answers[:limit]
+
+    async def reply_text(self, reply_id: int) -> str:
+        found = await self._reply_by_id(reply_id)
+        if found is None:
+            raise NotFound(f"no reply {reply_id}")
+        return found.text
+
+    # -- team notes, escalation to experts ---------------------------------------------
+
+    async def add_note(self, case_id: int, author: int, kind: NoteKind, text: str) -> CaseNote:
+        """An internal note, or a question for the experts, on a case."""
+        if kind is NoteKind.ANSWER:
+            raise ValueError("answers are added with answer_question")
+        async with self.engine.begin() as conn:
+            if not await conn.scalar(sa.select(t.cases.c.id).where(t.cases.c.id == case_id)):
+                raise NotFound(f"no case {case_id}")
+            result = await conn.execute(
+                t.case_notes.insert().values(
+                    case_id=case_id, author=author, kind=kind.value, text=text, created_at=utcnow()
+                )
+            )
+            note_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+            if kind is NoteKind.QUESTION:
+                await self._audit(conn, author, "case.escalate", "case", case_id, {"note": note_id})
+        (note,) = await self._notes_where(t.case_notes.c.id == note_id)
+        return note
+
+    async def answer_question(self, question_id: int, expert: int, text: str) -> CaseNote:
+        """An expert answers an open question (one answer closes it; a second one, or an
+        answer to something that is not an open question, is refused)."""
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            closed = await conn.execute(
+                t.case_notes.update()
+                .where(
+                    t.case_notes.c.id == question_id,
+                    t.case_notes.c.kind == NoteKind.QUESTION.value,
+                    t.case_notes.c.answered_at.is_(None),
+                )
+                .values(answered_at=now)
+            )
+            if not closed.rowcount:
+                exists = await conn.scalar(
+                    sa.select(t.case_notes.c.id).where(
+                        t.case_notes.c.id == question_id,
+                        t.case_notes.c.kind == NoteKind.QUESTION.value,
+                    )
+                )
+                if not exists:
+                    raise NotFound(f"no question {question_id}")
+                raise Conflict("this question was answered already")
+            case_id = await conn.scalar(
+                sa.select(t.case_notes.c.case_id).where(t.case_notes.c.id == question_id)
+            )
+            result = await conn.execute(
+                t.case_notes.insert().values(
+                    case_id=case_id,
+                    author=expert,
+                    kind=NoteKind.ANSWER.value,
+                    text=text,
+                    question_id=question_id,
+                    created_at=now,
+                )
+            )
+            answer_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+            await self._audit(
+                conn, expert, "question.answer", "case", case_id, {"question": question_id}
+            )
+        (answer,) = await self._notes_where(t.case_notes.c.id == answer_id)
+        return answer
+
+    async def case_notes(self, case_id: int) -> list[CaseNote]:
+        return await self._notes_where(t.case_notes.c.case_id == case_id)
+
+    async def questions(self, *, open_only: bool = True) -> list[CaseNote]:
+        """Questions escalated to the experts, oldest first (open ones only by default)."""
+        conditions = [t.case_notes.c.kind == NoteKind.QUESTION.value]
+        if open_only:
+            conditions.append(t.case_notes.c.answered_at.is_(None))
+        return await self._notes_where(*conditions)
+
+    async def note(self, note_id: int) -> CaseNote:
+        found = await self._notes_where(t.case_notes.c.id == note_id)
+        if not found:
+            raise NotFound(f"no note {note_id}")
+        return found[0]
+
+    async def _notes_where(self, *conditions: sa.ColumnElement[bool]) -> list[CaseNote]:
+        query = (
+            sa.select(t.case_notes, t.users.c.username, t.users.c.role)
+            .join(t.users, t.users.c.id == t.case_notes.c.author)
+            .where(*conditions)
+            .order_by(t.case_notes.c.id)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            CaseNote(
+                id=r.id,
+                case_id=r.case_id,
+                author=r.username,
+                author_role=r.role,
+                kind=NoteKind(r.kind),
+                text=r.text,
+                created_at=r.created_at,
+                question_id=r.question_id,
+                answered_at=r.answered_at,
+            )
+            for r in rows
+        ]
+
+    # -- retention ------------------------------------------------------------------------
+
+    async def purge(
+        self,
+        *,
+        unanswered_before: datetime,
+        answered_before: datetime,
+        batch: int = 500,
+        channels: Sequence[int] | None = None,
+        other_than: Sequence[int] = (),
+    ) -> dict[str, int]:
+        """Delete what retention says has been kept long enough: cases (with their
+        messages, suggestions, replies and outbox rows) whose last activity is older than
+        ``answered_before`` for answered ones and ``unanswered_before`` for the others,
+        and messages in no case older than ``unanswered_before``. Each purged case leaves
+        an anonymous row in ``case_archive`` for reports. Contacts of people with no case
+        left go too. Works in batches of ``batch`` cases, one transaction each.
+        ``channels`` limits it to those channels, ``other_than`` leaves those out (the
+        channels with a retention of their own, bot/retention.py)."""
+
+        def scope(column: sa.Column[Any]) -> list[sa.ColumnElement[bool]]:
+            limits: list[sa.ColumnElement[bool]] = []
+            if channels is not None:
+                limits.append(column.in_(channels))
+            if other_than:
+                limits.append(column.not_in(other_than))
+            return limits
+
+        due = sa.or_(
+            sa.and_(
+                t.cases.c.status == CaseStatus.ANSWERED.value,
+                t.cases.c.updated_at < answered_before,
+            ),
+            sa.and_(
+                t.cases.c.status != CaseStatus.ANSWERED.value,
+                t.cases.c.updated_at < unanswered_before,
+            ),
+        )
+        counts = {"cases": 0, "messages": 0}
+        while True:
+            async with self.engine.begin() as conn:
+                ids = list(
+                    (
+                        await conn.scalars(
+                            sa.select(t.cases.c.id)
+                            .where(due, *scope(t.cases.c.channel_id))
+                            .order_by(t.cases.c.id)
+                            .limit(batch)
+                        )
+                    ).all()
+                )
+                if not ids:
+                    break
+                await self._archive_cases(conn, ids)
+                gone = await conn.execute(t.messages.delete().where(t.messages.c.case_id.in_(ids)))
+                counts["messages"] += gone.rowcount or 0
+                counts["cases"] += await self._delete_cases(
+                    conn, sa.select(t.cases.c.id).where(t.cases.c.id.in_(ids))
+                )
+                await self._audit(
+                    conn,
+                    None,
+                    "retention.purge",
+                    "case",
+                    ids[0],
+                    {"cases": len(ids), "to": ids[-1]},
+                )
+        async with self.engine.begin() as conn:
+            loose = await conn.execute(
+                t.messages.delete().where(
+                    t.messages.c.case_id.is_(None),
+                    t.messages.c.received_at < unanswered_before,
+                    *scope(t.messages.c.channel_id),
+                )
+            )
+            counts["messages"] += loose.rowcount or 0
+            await self._drop_orphan_contacts(conn)
+        return counts
+
+    async def _archive_cases(self, conn: AsyncConnection, ids: list[int]) -> None:
+        rows = (
+            await conn.execute(
+                sa.select(t.cases, t.channels.c.platform)
+                .join(t.channels, t.channels.c.id == t.cases.c.channel_id)
+                .where(t.cases.c.id.in_(ids))
+            )
+        ).all()
+        substances: dict[int, dict[str, None]] = {i: {} for i in ids}
+        for case_id, found in (
+            await conn.execute(
+                sa.select(t.messages.c.case_id, t.messages.c.substances).where(
+                    t.messages.c.case_id.in_(ids), t.messages.c.flagged.is_(True)
+                )
+            )
+        ).all():
+            substances[case_id].update(dict.fromkeys(found or ()))
+        topics: dict[int, dict[str, None]] = {i: {} for i in ids}
+        for case_id, entry_id in (
+            await conn.execute(
+                sa.select(t.suggestions.c.case_id, t.suggestions.c.entry_id)
+                .where(t.suggestions.c.case_id.in_(ids))
+                .order_by(t.suggestions.c.rank)
+            )
+        ).all():
+            topics[case_id][entry_id] = None
+        replies: dict[int, list[Any]] = {i: [] for i in ids}
+        for r in (
+            await conn.execute(
+                sa.select(t.replies.c.case_id, t.replies.c.entry_id, t.replies.c.approved_at)
+                .where(t.replies.c.case_id.in_(ids))
+                .order_by(t.replies.c.approved_at)
+            )
+        ).all():
+            replies[r.case_id].append(r.approved_at)
+            if r.entry_id:
+                topics[r.case_id][r.entry_id] = None
+        now = utcnow()
+        if rows:
+            await conn.execute(
+                t.case_archive.insert(),
+                [
+                    {
+                        "case_id": r.id,
+                        "channel_id": r.channel_id,
+                        "platform": r.platform,
+                        "language": r.language,
+                        "status": r.status,
+                        "urgent": r.urgent,
+                        "dismiss_reason": r.dismiss_reason,
+                        "substances": list(substances[r.id]),
+                        "topics": list(topics[r.id]),
+                        "replies": len(replies[r.id]),
+                        "created_at": r.created_at,
+                        "first_reply_at": replies[r.id][0] if replies[r.id] else None,
+                        "closed_at": r.updated_at,
+                        "purged_at": now,
+                    }
+                    for r in rows
+                ],
+            )
+
+    async def archived_cases(self) -> list[dict[str, Any]]:
+        """The anonymous archive of purged cases, oldest first."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(sa.select(t.case_archive).order_by(t.case_archive.c.id))
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    # -- four-eyes: replies waiting for a second approver --------------------------------
+
+    async def propose_reply(
+        self,
+        case_id: int,
+        *,
+        text: str,
+        visibility: Visibility,
+        written_by: int,
+        reasons: Sequence[str],
+        entry_id: str | None = None,
+        request_key: str | None = None,
+        claim_lapsed_before: datetime | None = None,
+    ) -> PendingReply:
+        """Put a reply before a second approver. The writer holds (or takes) the case,
+        which stays open; one reply waits per case. A repeated ``request_key`` returns
+        the first proposal."""
+        if request_key is not None:
+            existing = await self._pending_where(t.pending_replies.c.request_key == request_key)
+            if existing:
+                return existing[0]
+        now = utcnow()
+        try:
+            async with self.engine.begin() as conn:
+                held = await conn.execute(
+                    t.cases.update()
+                    .where(
+                        t.cases.c.id == case_id,
+                        t.cases.c.status == CaseStatus.OPEN.value,
+                        self._claim_free(written_by, claim_lapsed_before),
+                    )
+                    .values(
+                        claimed_by=written_by,
+                        claimed_at=sa.case(
+                            (
+                                t.cases.c.claimed_by == written_by,
+                                sa.func.coalesce(t.cases.c.claimed_at, now),
+                            ),
+                            else_=now,
+                        ),
+                        claim_active_at=now,
+                        updated_at=now,
+                    )
+                )
+                if not held.rowcount:
+                    raise await self._claim_refusal(conn, case_id, "answer")
+                waiting = await conn.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(t.pending_replies)
+                    .where(
+                        t.pending_replies.c.case_id == case_id,
+                        t.pending_replies.c.status == PendingStatus.AWAITING.value,
+                    )
+                )
+                if waiting:
+                    raise Conflict("a reply to this case is already waiting for a second approver")
+                result = await conn.execute(
+                    t.pending_replies.insert().values(
+                        case_id=case_id,
+                        text=text,
+                        visibility=visibility.value,
+                        entry_id=entry_id,
+                        written_by=written_by,
+                        reasons=list(reasons),
+                        status=PendingStatus.AWAITING.value,
+                        request_key=request_key,
+                        created_at=now,
+                    )
+                )
+                pending_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+                await self._audit(
+                    conn,
+                    written_by,
+                    "reply.propose",
+                    "case",
+                    case_id,
+                    {"pending": pending_id, "reasons": list(reasons)},
+                )
+        except sa.exc.IntegrityError:
+            if request_key is not None:
+                existing = await self._pending_where(t.pending_replies.c.request_key == request_key)
+                if existing:
+                    return existing[0]
+            raise
+        (found,) = await self._pending_where(t.pending_replies.c.id == pending_id)
+        return found
+
+    async def approve_pending(
+        self, pending_id: int, approver: int, *, text: str | None = None
+    ) -> Reply:
+        """The second approver approves (``text``: as they edited it): the reply and its
+        outbox row are written as for any approved reply. Its writer cannot approve it.
+        Two approvers at once make one reply (its request key is the pending id)."""
+        found = await self._pending_where(t.pending_replies.c.id == pending_id)
+        if not found:
+            raise NotFound(f"no reply {pending_id} is waiting")
+        pending = found[0]
+        if pending.written_by == approver:
+            raise Conflict("a second person has to approve a reply you wrote")
+        if pending.status is not PendingStatus.AWAITING:
+            raise Conflict(f"this reply was {pending.status.value} already")
+        final = (text or "").strip() or pending.text
+        reply = await self.approve_reply(
+            pending.case_id,
+            text=final,
+            visibility=pending.visibility,
+            written_by=pending.written_by,
+            approved_by=approver,
+            entry_id=pending.entry_id,
+            request_key=f"pending:{pending_id}",
+            claimant=pending.written_by,
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                t.pending_replies.update()
+                .where(
+                    t.pending_replies.c.id == pending_id,
+                    t.pending_replies.c.status == PendingStatus.AWAITING.value,
+                )
+                .values(
+                    status=PendingStatus.APPROVED.value,
+                    reviewed_by=approver,
+                    reviewed_at=utcnow(),
+                    reply_id=reply.id,
+                )
+            )
+            await self._audit(
+                conn,
+                approver,
+                "reply.second_approval",
+                "reply",
+                reply.id,
+                {"pending": pending_id, "edited": final != pending.text},
+            )
+        return reply
+
+    async def return_pending(self, pending_id: int, reviewer: int, comment: str) -> None:
+        """Send a waiting reply back to its writer with a comment."""
+        async with self.engine.begin() as conn:
+            done = await conn.execute(
+                t.pending_replies.update()
+                .where(
+                    t.pending_replies.c.id == pending_id,
+                    t.pending_replies.c.status == PendingStatus.AWAITING.value,
+                )
+                .values(
+                    status=PendingStatus.RETURNED.value,
+                    reviewed_by=reviewer,
+                    reviewed_at=utcnow(),
+                    review_comment=comment,
+                )
+            )
+            if not done.rowcount:
+                raise Conflict("this reply is no longer waiting")
+            await self._audit(
+                conn, reviewer, "reply.return", "pending_reply", pending_id, {"comment": comment}
+            )
+
+    async def pending_replies(
+        self, *, case_id: int | None = None, awaiting: bool = False
+    ) -> list[PendingReply]:
+        """Replies put before a second approver, oldest first."""
+        conditions = []
+        if case_id is not None:
+            conditions.append(t.pending_replies.c.case_id == case_id)
+        if awaiting:
+            conditions.append(t.pending_replies.c.status == PendingStatus.AWAITING.value)
+        return await self._pending_where(*conditions)
+
+    async def _pending_where(self, *conditions: sa.ColumnElement[bool]) -> list[PendingReply]:
+        writer = t.users.alias("writer")
+        reviewer = t.users.alias("reviewer")
+        query = (
+            sa.select(
+                t.pending_replies,
+                writer.c.username.label("writer_name"),
+                reviewer.c.username.label("reviewer_name"),
+            )
+            .join(writer, writer.c.id == t.pending_replies.c.written_by)
+            .outerjoin(reviewer, reviewer.c.id == t.pending_replies.c.reviewed_by)
+            .where(*conditions)
+            .order_by(t.pending_replies.c.id)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            PendingReply(
+                id=r.id,
+                case_id=r.case_id,
+                text=r.text,
+                visibility=Visibility(r.visibility),
+                entry_id=r.entry_id,
+                written_by=r.written_by,
+                written_by_name=r.writer_name,
+                reasons=tuple(r.reasons or ()),
+                status=PendingStatus(r.status),
+                created_at=r.created_at,
+                reviewed_by_name=r.reviewer_name,
+                review_comment=r.review_comment,
+                reply_id=r.reply_id,
+            )
+            for r in rows
+        ]
+
+    # -- detection feedback ------------------------------------------------------------
+
+    async def dismiss_case(
+        self,
+        case_id: int,
+        user_id: int,
+        reason: DismissReason,
+        *,
+        claim_lapsed_before: datetime | None = None,
+    ) -> None:
+        """Dismiss an open case with a reason (one UPDATE: a case someone else holds, or
+        that was answered or dismissed meanwhile, raises :class:`Conflict`)."""
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            done = await conn.execute(
+                t.cases.update()
+                .where(
+                    t.cases.c.id == case_id,
+                    t.cases.c.status == CaseStatus.OPEN.value,
+                    self._claim_free(user_id, claim_lapsed_before),
+                )
+                .values(
+                    status=CaseStatus.DISMISSED.value,
+                    dismiss_reason=reason.value,
+                    claimed_by=None,
+                    claimed_at=None,
+                    claim_active_at=None,
+                    updated_at=now,
+                )
+            )
+            if not done.rowcount:
+                raise await self._claim_refusal(conn, case_id, "dismiss")
+            await self._audit(conn, user_id, "case.dismiss", "case", case_id, {"reason": reason})
+
+    async def feedback_labels(self) -> list[FeedbackLabel]:
+        """The flagged messages of answered cases (drug-related) and of cases dismissed
+        with a reason that says something (see :data:`~bot.models.DISMISS_LABELS`).
+        Deleted messages are left out; erased or expired ones are gone with their rows."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(
+                        t.messages.c.id,
+                        t.messages.c.text,
+                        t.messages.c.language,
+                        t.cases.c.status,
+                        t.cases.c.dismiss_reason,
+                    )
+                    .join(t.cases, t.cases.c.id == t.messages.c.case_id)
+                    .where(
+                        t.messages.c.flagged.is_(True),
+                        t.messages.c.deleted_at.is_(None),
+                        t.cases.c.status.in_(
+                            [CaseStatus.ANSWERED.value, CaseStatus.DISMISSED.value]
+                        ),
+                    )
+                    .order_by(t.messages.c.id)
+                )
+            ).all()
+        labels = []
+        for r in rows:
+            if r.status == CaseStatus.ANSWERED.value:
+                label: bool | None = True
+                source = "answered"
+            elif r.dismiss_reason in DismissReason.__members__.values():
+                label = DISMISS_LABELS[DismissReason(r.dismiss_reason)]
+                source = f"dismissed:{r.dismiss_reason}"
+            else:  # dismissed by the system (the messages were deleted)
+                label = None
+            if label is not None and r.text.strip():
+                labels.append(FeedbackLabel(r.id, r.text, r.language, label, source))
+        return labels
+
+    # -- lexicon edits -------------------------------------------------------------------
+
+    async def add_lexicon_edit(
+        self,
+        *,
+        kind: str,
+        term: str,
+        author: int,
+        substance: str | None = None,
+        strong: bool = False,
+        context: Sequence[str] = (),
+        language: str | None = None,
+        note: str = "",
+        source: str = "",
+        licence: str = "",
+    ) -> int:
+        if kind not in LEXICON_EDIT_KINDS:
+            raise ValueError(f"unknown lexicon edit kind {kind!r}")
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                t.lexicon_edits.insert().values(
+                    kind=kind,
+                    term=term,
+                    substance=substance,
+                    strong=strong,
+                    context=list(context),
+                    language=language,
+                    note=note,
+                    source=source,
+                    licence=licence,
+                    author=author,
+                    created_at=now,
+                )
+            )
+            edit_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+            await self._audit(
+                conn,
+                author,
+                "lexicon.add",
+                "lexicon_edit",
+                edit_id,
+                {"kind": kind, "term": term, "substance": substance, "context": list(context)},
+            )
+        return edit_id
+
+    async def remove_lexicon_edit(self, edit_id: int, user_id: int) -> None:
+        async with self.engine.begin() as conn:
+            done = await conn.execute(
+                t.lexicon_edits.update()
+                .where(t.lexicon_edits.c.id == edit_id, t.lexicon_edits.c.removed_at.is_(None))
+                .values(removed_by=user_id, removed_at=utcnow())
+            )
+            if not done.rowcount:
+                raise NotFound(f"no lexicon edit {edit_id} in use")
+            await self._audit(conn, user_id, "lexicon.remove", "lexicon_edit", edit_id, {})
+
+    async def lexicon_edits(self, *, include_removed: bool = False) -> list[LexiconEdit]:
+        author = t.users.alias("author")
+        remover = t.users.alias("remover")
+        query = (
+            sa.select(
+                t.lexicon_edits,
+                author.c.username.label("author_name"),
+                remover.c.username.label("remover_name"),
+            )
+            .join(author, author.c.id == t.lexicon_edits.c.author)
+            .outerjoin(remover, remover.c.id == t.lexicon_edits.c.removed_by)
+            .order_by(t.lexicon_edits.c.id)
+        )
+        if not include_removed:
+            query = query.where(t.lexicon_edits.c.removed_at.is_(None))
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            LexiconEdit(
+                id=r.id,
+                kind=r.kind,
+                term=r.term,
+                substance=r.substance,
+                strong=r.strong,
+                context=tuple(r.context or ()),
+                language=r.language,
+                note=r.note,
+                source=r.source,
+                licence=r.licence,
+                author=r.author_name,
+                created_at=r.created_at,
+                removed_by=r.remover_name,
+                removed_at=r.removed_at,
+            )
+            for r in rows
+        ]
+
+    async def lexicon_version(self) -> tuple[int, int]:
+        """Changes when an edit is added or removed (for instances to notice)."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(
+                        sa.func.coalesce(sa.func.max(t.lexicon_edits.c.id), 0),
+                        sa.func.count(t.lexicon_edits.c.removed_at),
+                    )
+                )
+            ).one()
+        return int(row[0]), int(row[1])
+
+    # -- retrained detection models ------------------------------------------------------
+
+    async def save_detection_model(self, model: bytes, info: dict[str, Any]) -> int:
+        """Store a retrained model as the one in use (the previous stays, inactive)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(t.detection_models.update().values(active=False))
+            result = await conn.execute(
+                t.detection_models.insert().values(
+                    model=model, info=info, active=True, created_at=utcnow()
+                )
+            )
+            model_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+            await self._audit(conn, None, "detection.model", "detection_model", model_id, {})
+        return model_id
+
+    async def active_detection_model(self) -> tuple[int, bytes, dict[str, Any]] | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(t.detection_models)
+                    .where(t.detection_models.c.active.is_(True))
+                    .order_by(t.detection_models.c.id.desc())
+                    .limit(1)
+                )
+            ).first()
+        return (row.id, bytes(row.model), dict(row.info)) if row else None
+
+    async def active_detection_model_id(self) -> int | None:
+        async with self.engine.connect() as conn:
+            value = await conn.scalar(
+                sa.select(sa.func.max(t.detection_models.c.id)).where(
+                    t.detection_models.c.active.is_(True)
+                )
+            )
+        return int(value) if value is not None else None
+
+    async def roll_back_detection_model(self) -> int | None:
+        """Retire the model in use; the one before it (or the shipped file, when there is
+        none) is used again. Returns the id now in use, None for the shipped file."""
+        async with self.engine.begin() as conn:
+            current = await conn.scalar(
+                sa.select(sa.func.max(t.detection_models.c.id)).where(
+                    t.detection_models.c.active.is_(True)
+                )
+            )
+            if current is None:
+                raise NotFound("no retrained model is in use: the shipped one is")
+            await conn.execute(
+                t.detection_models.update()
+                .where(t.detection_models.c.id == current)
+                .values(active=False)
+            )
+            previous = await conn.scalar(
+                sa.select(sa.func.max(t.detection_models.c.id)).where(
+                    t.detection_models.c.id < current
+                )
+            )
+            if previous is not None:
+                await conn.execute(
+                    t.detection_models.update()
+                    .where(t.detection_models.c.id == previous)
+                    .values(active=True)
+                )
+            await self._audit(
+                conn, None, "detection.rollback", "detection_model", current, {"now": previous}
+            )
+        return int(previous) if previous is not None else None
 
     # -- audit -------------------------------------------------------------------------
 

@@ -25,12 +25,13 @@ import re
 import warnings
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 # python-telegram-bot 22 is moving its time periods from int seconds to timedelta; we
 # take the new behaviour now (documented opt-in), which reads the same in both versions.
 os.environ.setdefault("PTB_TIMEDELTA", "1")
 
-from telegram import Bot, LinkPreviewOptions, Message, ReplyParameters, Update
+from telegram import Bot, Chat, LinkPreviewOptions, Message, ReplyParameters, Update, User
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -92,6 +93,64 @@ _MEDIA = {
     "location": "[location]",
     "contact": "[contact]",
 }
+
+
+class MalformedUpdate(ValueError):
+    """An update that is not what the Bot API sends (a stranger's, or broken): refused,
+    never retried, so it cannot hold up the updates after it."""
+
+
+def _check_chat(chat: Any, what: str) -> None:
+    if not (
+        isinstance(chat, Chat)
+        and isinstance(chat.id, int)
+        and isinstance(chat.type, str)
+        and isinstance(chat.title, str | None)
+    ):
+        raise MalformedUpdate(f"{what} without a proper chat")
+
+
+def _check_user(user: Any, what: str) -> None:
+    if not (
+        isinstance(user, User)
+        and isinstance(user.id, int)
+        and isinstance(user.first_name, str)
+        and isinstance(user.last_name, str | None)
+    ):
+        raise MalformedUpdate(f"{what} whose sender is not a proper user")
+
+
+def _check(message: Message) -> None:
+    """Raise :class:`MalformedUpdate` unless every field we read has the Bot API's type
+    (python-telegram-bot parses leniently: a wrong type gets through to us as it is)."""
+    if not isinstance(message.chat, Chat):
+        raise MalformedUpdate("a message without a chat")
+    _check_chat(message.chat, "a message")
+    if not isinstance(message.message_id, int) or not isinstance(message.date, datetime):
+        raise MalformedUpdate("a message without a proper id or date")
+    for name in ("text", "caption"):
+        if not isinstance(getattr(message, name), str | None):
+            raise MalformedUpdate(f"a message whose {name} is not text")
+    if message.from_user is not None:
+        _check_user(message.from_user, "a message")
+    if message.sender_chat is not None:
+        _check_chat(message.sender_chat, "a message sent as a chat")
+    reply_to = message.reply_to_message
+    if reply_to is not None and not (
+        isinstance(reply_to, Message) and isinstance(reply_to.message_id, int)
+    ):
+        raise MalformedUpdate("a message replying to something that is not a message")
+    if not isinstance(message.migrate_to_chat_id, int | None):
+        raise MalformedUpdate("a message moving its chat to no proper chat")
+
+
+def _check_membership(change: Any) -> None:
+    """As :func:`_check`, for a change of the bot's membership in a chat."""
+    _check_chat(getattr(change, "chat", None), "a membership change")
+    _check_user(getattr(change, "from_user", None), "a membership change")
+    new = getattr(change, "new_chat_member", None)
+    if new is None or not isinstance(getattr(new, "status", None), str):
+        raise MalformedUpdate("a membership change without the new status")
 
 
 class TelegramStartError(AdapterStartError):
@@ -232,6 +291,8 @@ class TelegramAdapter(Adapter):
         """Handle one update; on failure pause and return False (it will come again)."""
         try:
             await self.handle(update)
+        except MalformedUpdate as exc:
+            logger.error("Telegram update %s skipped: %s", update.update_id, exc)
         except Exception:
             logger.exception(
                 "Telegram update %s could not be stored; it will be fetched again",
@@ -262,14 +323,26 @@ class TelegramAdapter(Adapter):
             return 403
         try:
             data = json.loads(body)
+            if not isinstance(data, dict):
+                raise MalformedUpdate("not a JSON object")
             update = Update.de_json(data, self.bot)
-        except (ValueError, TypeError, KeyError):
-            logger.warning("Telegram webhook: malformed update ignored")
+        except (
+            ValueError,
+            TypeError,
+            KeyError,
+            AttributeError,
+            RecursionError,
+            OverflowError,  # a date far outside what a timestamp can be
+        ) as exc:
+            logger.warning("Telegram webhook: malformed update refused (%s)", type(exc).__name__)
             return 400  # Telegram never sends these; a stranger might
         if update is None:
             return 400
         try:
             await self.handle(update)
+        except MalformedUpdate as exc:
+            logger.warning("Telegram webhook: update %s refused: %s", update.update_id, exc)
+            return 400
         except Exception:
             logger.exception("Telegram update %s not stored; Telegram will retry", update.update_id)
             return 503
@@ -280,9 +353,12 @@ class TelegramAdapter(Adapter):
         inbox = self._inbox
         assert inbox is not None, "start() first"
         if update.my_chat_member is not None:
+            _check_membership(update.my_chat_member)
             await self._membership(inbox, update)
             return
         message = update.message or update.edited_message
+        if message is not None:
+            _check(message)
         if message is None or message.chat.type not in ("private", "group", "supergroup"):
             return  # channel posts, reactions...: not conversations we watch
         if message.migrate_to_chat_id is not None:

@@ -16,8 +16,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bot.adapter import WebhookHandler
 from bot.runtime import Runtime
 from bot.store import NotFound
-from console import api, faq_pages, pages
+from console import answers, api, detection_pages, faq_pages, i18n, language, notes, pages, queue
+from console import channels as channel_pages
+from console import people as people_pages
+from console.audit import router as audit_router
 from console.auth import LoginRequired, LoginThrottle
+from console.reports import router as reports_router
 
 VERSION = "0.1.0"
 
@@ -101,9 +105,15 @@ def create_app(rt: Runtime) -> FastAPI:
             "version": VERSION,
             "demo": rt.demo is not None,
             "adapters": sorted(rt.adapters),
-            "platforms": {name: a.state() for name, a in sorted(rt.adapters.items())},
+            "platforms": {
+                name: "in another process" if name in rt.elsewhere else a.state()
+                for name, a in sorted(rt.adapters.items())
+            },
             "started_at": rt.started_at.isoformat(),
         }
+        if rt.degraded:
+            # Working, in a lesser mode: 200 for load balancers, the reasons for operators.
+            body.update(status="degraded", degraded=rt.degraded)
         try:
             await rt.store.ping()
             body["database"] = "ok"
@@ -128,7 +138,15 @@ def create_app(rt: Runtime) -> FastAPI:
             return pages.templates.TemplateResponse(
                 request,
                 "error.html",
-                {"code": exc.status_code, "message": exc.detail, "user": None, "flash": None},
+                {
+                    "code": exc.status_code,
+                    # Details marked with i18n.N_ are in the catalogues; the API keeps English.
+                    "message": i18n.gettext(exc.detail)
+                    if isinstance(exc.detail, str)
+                    else exc.detail,
+                    "user": None,
+                    "flash": None,
+                },
                 status_code=exc.status_code,
             )
         return JSONResponse(
@@ -146,8 +164,18 @@ def create_app(rt: Runtime) -> FastAPI:
 
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.include_router(queue.router)
     app.include_router(faq_pages.router)
+    app.include_router(detection_pages.router)
+    app.include_router(notes.router)
+    app.include_router(answers.router)
+    app.include_router(reports_router)
+    app.include_router(audit_router)
+    app.include_router(language.router)
+    app.include_router(people_pages.router)
+    app.include_router(channel_pages.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), "static")
+    app.add_middleware(i18n.LanguageMiddleware)  # inside the session: it reads the choice
     app.add_middleware(
         SessionMiddleware,
         secret_key=rt.session_key,

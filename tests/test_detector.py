@@ -125,6 +125,7 @@ def test_match_words_reads_flemish_spellings_as_dutch_words() -> None:
         "mijn",
         "vriend",
     ]
+    assert match_words("zegt da ge") == ["zegt", "dat", "ge"]
     # Language guessing still sees what was typed.
     assert normalise("ni") == ["ni"]
 
@@ -272,6 +273,47 @@ def test_false_friend_word_alone_still_counts(detector: Detector) -> None:
     assert detection.substances == ("cocaine",)
 
 
+@pytest.mark.parametrize(
+    ("text", "substance"),
+    [
+        ("is een jonko na het werk slecht voor mijn slaap?", "cannabis"),
+        ("hoeveel tjoints is te veel?", "cannabis"),
+        ("hoe lang werkt een pilleke?", "mdma"),
+        ("dinsdagdip, iemand tips?", "mdma"),
+        ("la coco de samedi était bizarre", "cocaine"),
+        ("how long does a shroom trip last", "psychedelics"),
+        ("two bumps of charlie and my nose bleeds", "cocaine"),
+    ],
+)
+def test_slang_is_flagged(detector: Detector, text: str, substance: str) -> None:
+    detection = detector.detect(text)
+
+    assert detection.flagged is True
+    assert substance in detection.substances
+
+
+@pytest.mark.parametrize(
+    ("text", "term", "without"),
+    [
+        ("de siliconen joint rond de douche lekt", "joint", "een joint rond middernacht"),
+        ("hij verdient 3 k netto", "k", "hij nam 3 k"),
+        ("hoeveel g suiker in een taart", "g", "hoeveel g"),
+        ("de coco râpée pour le gâteau", "coco", "de coco"),
+        ("the speed bumps on our street", "speed", "speed on our street"),
+        ("champignons bakken in boter", "champignons", "champignons"),
+        ("une trace de rouge à lèvres", "trace", "une trace"),
+    ],
+)
+def test_new_false_friends_are_set_aside_in_context_only(
+    detector: Detector, text: str, term: str, without: str
+) -> None:
+    detection = detector.detect(text)
+
+    assert detection.substances == ()
+    assert [r.term for r in detection.reasons if r.kind == "context"] == [term]
+    assert [r.term for r in detector.detect(without).reasons if r.kind == "substance"] == [term]
+
+
 # --- urgency ------------------------------------------------------------------------------------
 
 
@@ -332,6 +374,41 @@ def test_urgent_false_friend_is_not_urgent(detector: Detector) -> None:
 
     assert detection.urgent is False
     assert detection.flagged is False
+
+
+@pytest.mark.parametrize(
+    ("figurative", "literal"),
+    [
+        ("overdosis aan examens deze week", "hij heeft een overdosis genomen"),
+        ("je fais une overdose de séries", "il fait une overdose"),
+        ("la voiture a surchauffé dans les bouchons", "elle surchauffe, elle est brûlante"),
+        ("de printer reageert nergens meer op", "hij reageert nergens meer op"),
+        ("ik krijg geen adem van die trappen", "ik krijg geen adem"),
+        ("i cut myself shaving", "i cut myself again"),
+        ("broke my left arm skiing", "my left arm feels numb since the coke"),
+    ],
+)
+def test_figurative_urgency_is_set_aside_but_the_phrase_still_counts(
+    detector: Detector, figurative: str, literal: str
+) -> None:
+    assert detector.detect(figurative).urgent is False
+    assert detector.detect(literal).urgent is True
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ze geeft geen antwoord meer en ligt slap",
+        "hij zegt da hij kan vliegen en staat aan het raam",
+        "ze heeft een hele doos paracetamol ingenomen",
+        "il a les yeux révulsés et il tremble de partout",
+        "elle a avalé toute sa boîte de somnifères",
+        "she's snoring weird and i can't get any response",
+        "nobody would even notice if i was gone",
+    ],
+)
+def test_indirect_urgent_phrasings_are_urgent(detector: Detector, text: str) -> None:
+    assert detector.detect(text).urgent is True
 
 
 # --- combinations and emoji ---------------------------------------------------------------------

@@ -70,3 +70,29 @@ def test_embedding_nothing_loads_nothing() -> None:
     embedder = USEEmbedder()
     assert embedder.embed([]).shape == (0, 0)
     assert embedder._model is None
+
+
+def test_a_single_text_asked_again_is_not_embedded_again() -> None:
+    """Detection embeds a message, then the FAQ search asks for the same text."""
+    from tests.fakes import FakeEmbedder
+
+    embedder = FakeEmbedder()
+    first = embedder.embed(["xtc met alcohol"])
+    again = embedder.embed(["xtc met alcohol"])
+    assert embedder.calls == [["xtc met alcohol"]]
+    assert np.array_equal(first, again)
+    assert not again.flags.writeable  # shared: nobody may change it in place
+    embedder.embed(["xtc met alcohol"], query=False)  # a passage is embedded apart
+    embedder.embed(["xtc", "alcohol"])  # batches are not remembered
+    embedder.embed(["xtc", "alcohol"])
+    assert len(embedder.calls) == 4
+
+
+def test_only_the_most_recent_single_texts_are_remembered() -> None:
+    from tests.fakes import FakeEmbedder
+
+    embedder = FakeEmbedder()
+    embedder.recent_size = 2
+    for text in ("xtc", "coke", "water", "xtc"):
+        embedder.embed([text])
+    assert embedder.embedded == 4  # "xtc" had been forgotten

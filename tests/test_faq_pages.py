@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import html
 import re
 
 import httpx
@@ -19,7 +20,7 @@ def _form(page: str) -> dict[str, str]:
     """The edit form's fields as the browser would send them."""
     fields = dict(re.findall(r'<input[^>]*name="([^"]+)"[^>]*value="([^"]*)"', page))
     for name, text in re.findall(r'<textarea[^>]*name="([^"]+)"[^>]*>(.*?)</textarea>', page, re.S):
-        fields[name] = text.replace("&#39;", "'").replace("&#34;", '"').replace("&amp;", "&")
+        fields[name] = html.unescape(text)
     return fields
 
 
@@ -61,6 +62,32 @@ async def test_an_expert_edits_and_the_diff_shows_it(
     # The search index follows the edit at once.
     hits = runtime.faq.search("is mandy ok with beer")
     assert hits[0].entry.id == ENTRY
+
+
+async def test_preview_shows_the_answers_as_sent_and_saves_nothing(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    await add_user(runtime, "exp", Role.EXPERT)
+    await login(client, "exp")
+    form = _form((await client.get(f"/faq/{ENTRY}/edit")).text)
+    long_fr = ("Buvez de l'eau par petites gorgées et faites des pauses. " * 60).strip()
+    form.update(answer_en="<b>Not together</b>, & take breaks.", answer_fr=long_fr)
+    form["questions_fr"] = form.get("questions_fr") or "on peut mélanger?"
+    shown = await client.post(f"/faq/{ENTRY}/edit", data={**form, "action": "preview"})
+    assert shown.status_code == 200
+    assert "Preview (not saved yet)" in shown.text
+    # Plain text, escaped: what the person receives, not markup.
+    assert "&lt;b&gt;Not together&lt;/b&gt;, &amp; take breaks." in shown.text
+    assert "<b>Not together" not in shown.text
+    assert len(long_fr) > 2000
+    assert "Telegram: 1 message" in shown.text and "Discord: 2 messages" in shown.text
+    # Nothing was saved, and the form keeps what was typed (and the revision it was read at).
+    _, revision = await runtime.store.faq_entry(ENTRY)
+    assert revision == 1
+    again = _form(shown.text)
+    assert again["revision"] == "1" and again["answer_en"] == "<b>Not together</b>, & take breaks."
+    saved = await client.post(f"/faq/{ENTRY}/edit", data=again, follow_redirects=True)
+    assert "Saved as revision 2." in saved.text
 
 
 async def test_a_stale_edit_is_refused_and_the_text_kept(

@@ -23,7 +23,7 @@ from bot.runtime import Runtime
 from bot.settings import OutboxSettings
 from bot.splitting import split_text, units
 from console.replies import ReplyRefused, send_reply
-from tests.fakes import FakeAdapter, RecordingInbox, message, opt_in
+from tests.fakes import FakeAdapter, RecordingInbox, channel, message, opt_in
 
 
 class Clock:
@@ -75,18 +75,32 @@ async def test_delivers_notice_and_reply_and_marks_them_sent(runtime: Runtime) -
 async def test_rate_limit_waits_as_told_and_loses_nothing(runtime: Runtime) -> None:
     await _approved_reply(runtime)
     adapter = FakeAdapter()
-    adapter.failures.extend(
-        [RateLimited("429", retry_after=30), RateLimited("429", retry_after=30)]
-    )
+    adapter.failures.append(RateLimited("429", retry_after=30))
     clock = Clock()
     worker = _worker(runtime, adapter, clock)
     assert await worker.run_once() == 2
+    # The notice got the 429; the reply to the same chat waits without being tried.
     assert adapter.sent == []
     clock.advance(29)
     assert await worker.run_once() == 0
     clock.advance(2)
     assert await worker.run_once() == 2
     assert len(adapter.sent) == 2
+
+
+async def test_a_rate_limit_holds_back_only_its_own_chat(runtime: Runtime) -> None:
+    await _approved_reply(runtime)  # chat-1: the opt-in notice and a reply
+    other = channel("chat-2")
+    await runtime.pipeline.opt_in(opt_in(other))  # chat-2: its opt-in notice
+    adapter = FakeAdapter()
+    adapter.failures.append(RateLimited("429", retry_after=30))
+    clock = Clock()
+    worker = _worker(runtime, adapter, clock)
+    assert await worker.run_once() == 3
+    assert [m.channel.chat_id for m in adapter.sent] == ["chat-2"]
+    clock.advance(31)
+    assert await worker.run_once() == 2
+    assert [m.channel.chat_id for m in adapter.sent] == ["chat-2", "chat-1", "chat-1"]
 
 
 async def test_outages_are_retried_past_max_attempts(runtime: Runtime) -> None:

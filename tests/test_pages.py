@@ -8,7 +8,15 @@ from html.parser import HTMLParser
 
 import httpx
 
-from bot.models import CaseStatus, ChannelRef, MessageDeletion, MessageEdit, Visibility
+from bot.models import (
+    CaseStatus,
+    ChannelRef,
+    DismissReason,
+    MessageDeletion,
+    MessageEdit,
+    Role,
+    Visibility,
+)
 from bot.runtime import Runtime
 from tests.conftest import CSRF_RE, add_user, flagged_case, login
 from tests.fakes import FakeAdapter, channel, message, opt_in
@@ -121,7 +129,7 @@ async def test_case_page_prefills_a_chosen_suggestion_and_sends(
     uses = re.findall(r'href="(/cases/\d+\?use=[^"#]+)', page.text)
     assert uses, "each suggestion offers 'use this answer'"
     chosen = await client.get(uses[0])
-    textarea = re.search(r'<textarea[^>]*name="text"[^>]*>(.*?)</textarea>', chosen.text, re.S)
+    textarea = re.search(r'<textarea id="reply-text"[^>]*>(.*?)</textarea>', chosen.text, re.S)
     assert textarea is not None and textarea.group(1).strip()
     detail = await runtime.store.get_case(case_id)
     assert html.unescape(textarea.group(1)).strip() == detail.suggestions[0].answer.strip()
@@ -305,3 +313,65 @@ async def test_a_private_reply_that_cannot_be_delivered_is_refused(
         CaseStatus.OPEN,
         None,
     )
+
+
+async def test_a_coordinator_erases_the_person_behind_a_case(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    case_id = await flagged_case(runtime, "is xtc met alcohol gevaarlijk? WISMIJ")
+    author = (await runtime.store.get_case(case_id)).case.author
+    await add_user(runtime, "vol")
+    csrf = await login(client, "vol")
+    page = (await client.get(f"/cases/{case_id}")).text
+    assert "erase-author" not in page  # volunteers do not get the button
+    forbidden = await client.post(
+        f"/cases/{case_id}/erase-author", data={"confirm": "yes", "csrf_token": csrf}
+    )
+    assert forbidden.status_code == 403
+    await client.post("/logout", data={"csrf_token": csrf})
+
+    coordinator = await add_user(runtime, "coco", Role.COORDINATOR)
+    csrf = await login(client, "coco")
+    assert "Erase everything about this person" in (await client.get(f"/cases/{case_id}")).text
+    unconfirmed = await client.post(
+        f"/cases/{case_id}/erase-author", data={"csrf_token": csrf}, follow_redirects=True
+    )
+    assert "tick the box to confirm" in unconfirmed.text
+    assert (await runtime.store.get_case(case_id)).case.author == author
+    done = await client.post(
+        f"/cases/{case_id}/erase-author",
+        data={"confirm": "yes", "csrf_token": csrf},
+        follow_redirects=True,
+    )
+    assert "Erased: 1 messages and 1 cases" in done.text
+    left = await runtime.store.person_data(author)
+    assert left["messages"] == [] and left["cases"] == []
+    (event,) = [e for e in await runtime.store.audit_events("person")]
+    assert event["actor"] == coordinator.id and author not in str(event)
+
+
+async def test_the_case_page_shows_combinations_and_earlier_cases(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    rt = runtime
+    vol = await add_user(rt, "vol")
+    await login(client, "vol")
+    first = await flagged_case(rt, "is xtc met alcohol gevaarlijk?")
+    await rt.store.approve_reply(
+        first,
+        text="Liever niet.",
+        visibility=Visibility.PUBLIC,
+        written_by=vol.id,
+        approved_by=vol.id,
+    )
+    second = await flagged_case(rt, "en wiet met lsd, hoeveel mag dat?")
+    page = html.unescape((await client.get(f"/cases/{first}")).text)
+    assert "mdma + alcohol" in page and 'href="/faq/combo_mdma_alcohol"' in page
+    page = html.unescape((await client.get(f"/cases/{second}")).text)
+    assert "cannabis + psychedelics" in page or "psychedelics + cannabis" in page
+    assert "no FAQ entry covers this combination" in page
+    assert "Earlier cases of this person" in page and f'href="/cases/{first}"' in page
+    await rt.store.dismiss_case(second, vol.id, DismissReason.NOT_OUR_JOB)
+    calm = await flagged_case(rt, "hoeveel mdma is te veel?")
+    assert calm != second
+    assert "Combination" not in (await client.get(f"/cases/{calm}")).text

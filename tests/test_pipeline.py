@@ -9,6 +9,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from bot import schema as t
+from bot.events import CaseEventKind
 from bot.models import (
     CaseStatus,
     ChannelRef,
@@ -718,3 +719,20 @@ async def test_reachable_marks_only_people_whose_address_is_kept(runtime: Runtim
     await runtime.pipeline.reachable("fake", "someone-without-a-case")
     stranger = runtime.pipeline.pseudonymize("fake", "someone-without-a-case")
     assert not await runtime.store.has_contact(stranger)
+
+
+async def test_case_changes_are_published_for_the_live_queue(runtime: Runtime) -> None:
+    await runtime.pipeline.opt_in(opt_in())
+    async with runtime.events.subscribe() as events:
+        await runtime.pipeline.ingest(message("hallo allemaal", "e0"))  # no case: no event
+        first = await runtime.pipeline.ingest(message("is xtc met alcohol gevaarlijk?", "e1"))
+        await runtime.pipeline.ingest(message("wordt niet wakker na G", "e2"))
+        await runtime.pipeline.delete(MessageDeletion(channel(), "e2"))
+        assert first is not None and first.case_id is not None
+        got = [await events.get() for _ in range(3)]
+        assert [(e.kind, e.case_id, e.urgent) for e in got if e] == [
+            (CaseEventKind.OPENED, first.case_id, False),
+            (CaseEventKind.UPDATED, first.case_id, True),
+            (CaseEventKind.UPDATED, first.case_id, False),
+        ]
+        assert events.queue.empty()

@@ -50,7 +50,7 @@ def test_defaults_without_file_or_environment(tmp_path: Path) -> None:
     assert settings.console.session_hours == 12
     assert settings.console.cookie_secure is False
     assert settings.privacy.pseudonym_key == Secret("")
-    assert settings.detection.threshold == 0.59
+    assert settings.detection.threshold == 0.0  # the model's own
     assert settings.pipeline.case_window_minutes == 60
     assert settings.pipeline.context_messages == 5
     assert settings.pipeline.suggestions == 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,7 +17,7 @@ from bot.models import (
     Role,
     Visibility,
 )
-from bot.store import NotFound, Store, StoreError, SuggestionRow
+from bot.store import Conflict, NotFound, Store, StoreError, SuggestionRow
 from knowledge_base import Entry
 from tests.fakes import channel, message
 
@@ -243,3 +245,167 @@ async def test_naive_datetimes_are_refused(store: Store) -> None:
     naive = type(naive)(**{**naive.__dict__, "sent_at": datetime(2026, 1, 1)})
     with pytest.raises(Exception, match="naive datetime"):
         await store.insert_message(ch, naive, "p1")
+
+
+# -- claims ---------------------------------------------------------------------------
+
+
+async def _cases(store: Store, n: int, detection: Detection = FLAG) -> list[int]:
+    ch = await opted_in(store)
+    ids = []
+    for i in range(n):
+        msg_id, _ = await store.insert_message(ch, message(f"xtc {i}", f"c{i}"), f"p{i}")
+        ids.append(await store.file_message(msg_id, detection, case_id=None, suggestions=[]))
+    return ids
+
+
+def _ago(minutes: float) -> datetime:
+    return datetime.now(UTC) - timedelta(minutes=minutes)
+
+
+async def test_two_people_claiming_at_once_one_gets_it(store: Store) -> None:
+    ids = await _cases(store, 5)
+    ann = await store.add_user("ann", "h", Role.VOLUNTEER)
+    bob = await store.add_user("bob", "h", Role.VOLUNTEER)
+    for case_id in ids:
+        results = await asyncio.gather(
+            store.claim_case(case_id, ann.id, lapsed_before=_ago(30), max_claims=10),
+            store.claim_case(case_id, bob.id, lapsed_before=_ago(30), max_claims=10),
+            return_exceptions=True,
+        )
+        assert sorted(type(r).__name__ for r in results) == ["Conflict", "NoneType"]
+        (refusal,) = [r for r in results if r is not None]
+        case = (await store.get_case(case_id)).case
+        assert case.claimed_by_name is not None
+        assert f"claimed by {case.claimed_by_name}" in str(refusal)
+    claims = [e for e in await store.audit_events("case") if e["action"] == "case.claim"]
+    assert len(claims) == len(ids)
+
+
+async def test_a_claim_is_renewed_released_and_limited(store: Store) -> None:
+    first, second, third = await _cases(store, 3)
+    ann = await store.add_user("ann", "h", Role.VOLUNTEER)
+    bob = await store.add_user("bob", "h", Role.VOLUNTEER)
+    for case_id in (first, second):
+        await store.claim_case(case_id, ann.id, lapsed_before=_ago(30), max_claims=2)
+    await store.claim_case(first, ann.id, lapsed_before=_ago(30), max_claims=2)  # renews
+    with pytest.raises(Conflict, match="already hold 2 open cases"):
+        await store.claim_case(third, ann.id, lapsed_before=_ago(30), max_claims=2)
+    with pytest.raises(Conflict, match="claimed by ann"):
+        await store.release_case(first, bob.id)
+    await store.release_case(first, ann.id)
+    assert (await store.get_case(first)).case.claimed_by is None
+    await store.claim_case(third, ann.id, lapsed_before=_ago(30), max_claims=2)
+    with pytest.raises(Conflict, match="nobody holds"):
+        await store.release_case(first, ann.id)
+    with pytest.raises(NotFound):
+        await store.claim_case(999, ann.id, lapsed_before=_ago(30), max_claims=2)
+
+
+async def test_a_lapsed_claim_no_longer_holds(store: Store) -> None:
+    (case_id,) = await _cases(store, 1)
+    ann = await store.add_user("ann", "h", Role.VOLUNTEER)
+    bob = await store.add_user("bob", "h", Role.VOLUNTEER)
+    await store.claim_case(case_id, ann.id, lapsed_before=_ago(30), max_claims=3)
+    # Ann's action renews her claim; a lapsed one is not revived by a late touch.
+    assert await store.touch_claim(case_id, ann.id, lapsed_before=_ago(30))
+    assert not await store.touch_claim(case_id, bob.id, lapsed_before=_ago(30))
+    with pytest.raises(Conflict, match="claimed by ann"):
+        await store.approve_reply(
+            case_id,
+            text="hi",
+            visibility=Visibility.PUBLIC,
+            written_by=bob.id,
+            approved_by=bob.id,
+            claim_lapsed_before=_ago(30),
+        )
+    later = _ago(-1)  # as if claim_minutes had passed since Ann's last action
+    assert not await store.touch_claim(case_id, ann.id, lapsed_before=later)
+    assert await store.release_lapsed_claims(_ago(30)) == []
+    await store.claim_case(case_id, bob.id, lapsed_before=later, max_claims=3)
+    assert (await store.get_case(case_id)).case.claimed_by == bob.id
+
+
+async def test_lapsed_claims_are_released_and_replies_may_take_them(store: Store) -> None:
+    first, second = await _cases(store, 2)
+    ann = await store.add_user("ann", "h", Role.VOLUNTEER)
+    bob = await store.add_user("bob", "h", Role.VOLUNTEER)
+    for case_id in (first, second):
+        await store.claim_case(case_id, ann.id, lapsed_before=_ago(30), max_claims=3)
+    reply = await store.approve_reply(
+        first,
+        text="hi",
+        visibility=Visibility.PUBLIC,
+        written_by=bob.id,
+        approved_by=bob.id,
+        claim_lapsed_before=_ago(-1),
+    )
+    assert reply.approved_by_name == "bob"
+    case = (await store.get_case(first)).case
+    assert (case.status, case.claimed_by) == (CaseStatus.ANSWERED, bob.id)
+    assert await store.release_lapsed_claims(_ago(-1)) == [second]
+    assert (await store.get_case(second)).case.claimed_by is None
+    # An answered case keeps who handled it.
+    assert (await store.get_case(first)).case.claimed_by == bob.id
+
+
+async def test_a_coordinator_reassigns_whoever_holds_it(store: Store) -> None:
+    (case_id,) = await _cases(store, 1)
+    ann = await store.add_user("ann", "h", Role.VOLUNTEER)
+    bob = await store.add_user("bob", "h", Role.VOLUNTEER)
+    coord = await store.add_user("cora", "h", Role.COORDINATOR)
+    await store.claim_case(case_id, ann.id, lapsed_before=_ago(30), max_claims=3)
+    await store.assign_case(case_id, bob.id, by=coord.id)
+    assert (await store.get_case(case_id)).case.claimed_by_name == "bob"
+    await store.assign_case(case_id, None, by=coord.id)
+    assert (await store.get_case(case_id)).case.claimed_by is None
+    assign = [e for e in await store.audit_events("case") if e["action"] == "case.assign"]
+    assert [(e["actor"], e["details"]) for e in assign] == [
+        (coord.id, {"from": ann.id, "to": bob.id}),
+        (coord.id, {"from": bob.id, "to": None}),
+    ]
+    await store.approve_reply(
+        case_id, text="hi", visibility=Visibility.PUBLIC, written_by=ann.id, approved_by=ann.id
+    )
+    with pytest.raises(Conflict, match="answered"):
+        await store.assign_case(case_id, bob.id, by=coord.id)
+    with pytest.raises(Conflict, match="answered"):
+        await store.claim_case(case_id, bob.id, lapsed_before=_ago(30), max_claims=3)
+
+
+async def test_queue_filters(store: Store) -> None:
+    first = await opted_in(store, "chat-1")
+    second, _ = await store.opt_in(
+        replace(channel("chat-2"), platform="other"), consent_by="a", at=_ago(0), notice=None
+    )
+    fr = replace(FLAG, language="fr")
+    ids = []
+    for ch, detection, n in ((first, FLAG, 1), (first, URGENT, 2), (second.id, fr, 3)):
+        msg_id, _ = await store.insert_message(ch, message(f"m{n}", str(n)), f"p{n}")
+        ids.append(await store.file_message(msg_id, detection, case_id=None, suggestions=[]))
+    ann = await store.add_user("ann", "h", Role.VOLUNTEER)
+    await store.claim_case(ids[2], ann.id, lapsed_before=_ago(30), max_claims=3)
+
+    async def listed(**filters: object) -> list[int]:
+        return [c.id for c in await store.list_cases(**filters)]  # type: ignore[arg-type]
+
+    assert await listed() == [ids[1], ids[0], ids[2]]
+    assert await listed(urgent=True) == [ids[1]]
+    assert await listed(urgent=False) == [ids[0], ids[2]]
+    assert await listed(language="fr") == [ids[2]]
+    assert await listed(platform="other") == [ids[2]]
+    assert await listed(channel_id=first) == [ids[1], ids[0]]
+    assert await listed(claimed_by=ann.id) == [ids[2]]
+    assert await listed(language="fr", urgent=True) == []
+
+
+async def test_on_duty_and_the_list_of_users(store: Store) -> None:
+    ann = await store.add_user("ann", "h", Role.VOLUNTEER, trained=False)
+    await store.add_user("bob", "h", Role.EXPERT, trained=False)
+    assert not ann.on_duty and not ann.may_claim
+    await store.set_on_duty(ann.id, True)
+    users = await store.list_users()
+    assert [(u.username, u.on_duty, u.may_claim) for u in users] == [
+        ("ann", True, False),
+        ("bob", False, True),
+    ]
