@@ -49,6 +49,7 @@ from tests.fakes import FakeAdapter, opt_in
 from tests.fakes import message as fake_message
 
 QUESTION = "is xtc met alcohol gevaarlijk?"
+SEND_LATENCY = 0.06  # seconds the fake Bot API takes to answer sendMessage in the kill tests
 CHATS = tuple(-1_000_100 - n for n in range(8))
 GONE_CHAT = -1_000_999  # the bot was removed from this group: its replies fail for good
 
@@ -413,7 +414,9 @@ async def test_sigkill_mid_delivery_loses_no_reply_and_repeats_only_the_one_in_f
         if hold_at[0] == 0:
             held.append(str(call.params["text"]))
             return Fault("hold_after")
-        return None
+        # A round trip as slow as the real API's, so the kills land while replies are
+        # still waiting (on a fast machine the whole outbox would drain in a second).
+        return Fault("hang", seconds=SEND_LATENCY)
 
     fake.plan = plan
     started = time.monotonic()
@@ -422,13 +425,15 @@ async def test_sigkill_mid_delivery_loses_no_reply_and_repeats_only_the_one_in_f
         fake.release.clear()
         proc = await _start(env, tmp_path)
         if kill % 2 == 0:
-            hold_at[0] = rng.randint(5, 40)  # hold the answer to the n-th message from now
+            hold_at[0] = rng.randint(5, 25)  # hold the answer to the n-th message from now
             await asyncio.wait_for(fake.held.wait(), 60)
         else:
             hold_at[0] = 0
             await asyncio.sleep(rng.uniform(0.5, 2.5))
         await _kill(proc)
         fake.release.set()  # the held answer goes to a dead connection
+        unsent = set(texts) - {m.text for m in fake.sent}
+        assert unsent, f"everything was delivered before kill {kill + 1}: it proves nothing"
     fake.plan = None
     proc = await _start(env, tmp_path)
     try:
