@@ -26,6 +26,7 @@ from bot.adapter import (
     RateLimited,
     RecipientUnreachable,
 )
+from bot.failures import FailureStreak
 from bot.models import OutgoingMessage, Visibility, utcnow
 from bot.settings import OutboxSettings
 from bot.splitting import split_text
@@ -69,18 +70,21 @@ class OutboxWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set; :attr:`wakeup` skips the wait after an approval."""
+        streak = FailureStreak(logger, "outbox pass")
         while not stop.is_set():
+            pause = self.settings.poll_seconds
             try:
                 attempted = await self.run_once()
+                streak.succeeded()
             except Exception:  # the store is down: keep the worker alive and try again
-                logger.exception("outbox pass failed")
+                pause = streak.failed(self.settings.poll_seconds)
                 attempted = 0
             if attempted:
                 continue
             self.wakeup.clear()
             waits = [asyncio.create_task(stop.wait()), asyncio.create_task(self.wakeup.wait())]
             _, pending = await asyncio.wait(
-                waits, timeout=self.settings.poll_seconds, return_when=asyncio.FIRST_COMPLETED
+                waits, timeout=pause, return_when=asyncio.FIRST_COMPLETED
             )
             for task in pending:
                 task.cancel()

@@ -56,6 +56,7 @@ from bot.adapter import (
     RecipientUnreachable,
     WebhookHandler,
 )
+from bot.failures import FailureStreak
 from bot.models import (
     ChannelRef,
     IncomingMessage,
@@ -192,6 +193,9 @@ class TelegramAdapter(Adapter):
         self.username = ""
         self.offset: int | None = None
         self.retry_seconds = 1.0  # first pause after a failure; doubles up to a minute
+        self._store_failures = FailureStreak(
+            logger, "Telegram: storing an update (it is not confirmed, so it comes again)"
+        )
         self._inbox: Inbox | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -294,12 +298,10 @@ class TelegramAdapter(Adapter):
         except MalformedUpdate as exc:
             logger.error("Telegram update %s skipped: %s", update.update_id, exc)
         except Exception:
-            logger.exception(
-                "Telegram update %s could not be stored; it will be fetched again",
-                update.update_id,
-            )
-            await asyncio.sleep(self.retry_seconds)
+            # Usually the database is away: each try logs one line after the first.
+            await asyncio.sleep(self._store_failures.failed(self.retry_seconds))
             return False
+        self._store_failures.succeeded()
         return True
 
     def state(self) -> str:

@@ -16,10 +16,12 @@ import os
 import random
 import re
 import signal
+import sqlite3
 import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +49,7 @@ from tests.conftest import add_user, make_settings
 from tests.fake_telegram import TOKEN, Call, FakeBotAPI, Fault
 from tests.fakes import FakeAdapter, opt_in
 from tests.fakes import message as fake_message
+from tests.tcp_proxy import TcpProxy
 
 QUESTION = "is xtc met alcohol gevaarlijk?"
 SEND_LATENCY = 0.06  # seconds the fake Bot API takes to answer sendMessage in the kill tests
@@ -359,10 +362,13 @@ def _env(fake: FakeBotAPI, database_url: str) -> dict[str, str]:
 
 
 async def _start(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "run", "--port", "0", cwd=cwd, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    """Start `peerdesk run`; its log goes to ``cwd/peerdesk.log`` (a pipe nobody reads
+    would fill up and stop the process at its next log line)."""
+    with (cwd / "peerdesk.log").open("ab") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot.cli", "run", "--port", "0", cwd=cwd, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=log,
+        )  # fmt: skip
     assert proc.stdout is not None
     line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
     assert re.search(r"http://\S+", line), line
@@ -375,10 +381,10 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
-async def _stop(proc: asyncio.subprocess.Process) -> None:
+async def _stop(proc: asyncio.subprocess.Process, log: Path) -> None:
     proc.send_signal(signal.SIGINT)
-    _, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 0, err.decode()
+    await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, log.read_text(errors="replace")[-5000:]
 
 
 async def _prepared(tmp_path: Path, database_url: str) -> Runtime:
@@ -447,7 +453,7 @@ async def test_sigkill_mid_delivery_loses_no_reply_and_repeats_only_the_one_in_f
         finally:
             await store.close()
     finally:
-        await _stop(proc)
+        await _stop(proc, tmp_path / "peerdesk.log")
     seconds = time.monotonic() - started
 
     sent = Counter(m.text for m in fake.sent)
@@ -518,7 +524,7 @@ async def test_sigkill_mid_ingest_loses_no_update_and_stores_each_once(
 
         await _until(confirmed, 180)
     finally:
-        await _stop(proc)
+        await _stop(proc, tmp_path / "peerdesk.log")
     seconds = time.monotonic() - started
 
     store = Store(database_url)
@@ -540,5 +546,132 @@ async def test_sigkill_mid_ingest_loses_no_update_and_stores_each_once(
     print(
         f"\n{updates} updates, {kills} SIGKILLs: {seconds:.1f}s; {unconfirmed_at_kills} "
         f"updates fetched but unconfirmed at the kills, fetched again; "
+        f"stored {len(ids)} once each, {cases} cases, lost 0"
+    )
+
+
+# -- the database unreachable --------------------------------------------------------------
+
+
+@asynccontextmanager
+async def _outage(database_url: str, env: dict[str, str]) -> AsyncIterator[Outage]:
+    """Yield a switch that makes the database unreachable for the process started with
+    ``env``. PostgreSQL: the process reaches it through a TCP relay that is cut (open
+    connections dropped, new ones refused). SQLite, which has no network: another
+    connection holds an exclusive lock past the process's busy timeout (10 s), so every
+    write fails with "database is locked", as when a backup or a stuck process holds it."""
+    if database_url.startswith("sqlite"):
+        path = database_url.split(":///", 1)[1]
+        holder = sqlite3.connect(path, isolation_level=None)
+
+        def down() -> None:
+            holder.execute("BEGIN EXCLUSIVE")
+
+        def up() -> None:
+            holder.execute("ROLLBACK")
+
+        try:
+            yield Outage(down, up)
+        finally:
+            holder.close()
+        return
+    url = sa.engine.make_url(database_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    await proxy.start()
+    env["PEERDESK_DATABASE_URL"] = url.set(host="127.0.0.1", port=proxy.port).render_as_string(
+        hide_password=False
+    )
+    try:
+        yield Outage(proxy.cut, proxy.restore)
+    finally:
+        await proxy.close()
+
+
+@dataclass
+class Outage:
+    down: Callable[[], None]
+    up: Callable[[], None]
+
+
+@pytest.mark.slow
+async def test_database_unreachable_mid_ingest_loses_no_update(
+    tmp_path: Path, database_url: str, fake: FakeBotAPI
+) -> None:
+    """Updates stream in at a steady rate while the database becomes unreachable for
+    longer than any single retry, then comes back: `peerdesk run` keeps running, confirms
+    to Telegram only what it stored, and afterwards every message is stored once and every
+    flagged one has its case."""
+    rate, seconds = 40, 24.0  # updates per second, for this long
+    outage_from, outage_to = 4.0, 19.0  # seconds after the stream starts
+    updates = int(rate * seconds)
+    rt = await _prepared(tmp_path, database_url)
+    try:
+        for chat in CHATS:
+            await rt.pipeline.opt_in(opt_in(_ref(chat)))
+    finally:
+        await rt.close()
+    env = _env(fake, database_url)
+    flagged = 0
+    async with _outage(database_url, env) as outage:
+        proc = await _start(env, tmp_path)
+        try:
+            started = time.monotonic()
+            confirmed_before = confirmed_after = 0
+            for n in range(updates):
+                at = time.monotonic() - started
+                if outage_from <= at and confirmed_before == 0:
+                    confirmed_before = fake.confirmed_offset
+                    outage.down()
+                if outage_to <= at and confirmed_after == 0:
+                    confirmed_after = fake.confirmed_offset
+                    outage.up()
+                chat = FakeBotAPI.group(CHATS[n % len(CHATS)])
+                user = FakeBotAPI.user(20_000 + n, f"P{n}")
+                if n % 2 == 0:
+                    fake.say(chat, user, QUESTION)
+                    flagged += 1
+                else:
+                    fake.say(chat, user, f"wie gaat er zaterdag mee naar de zee? ({n})")
+                await asyncio.sleep(max(0.0, (n + 1) / rate - (time.monotonic() - started)))
+            assert confirmed_before and confirmed_after, "the outage did not fall in the stream"
+
+            async def confirmed() -> bool:
+                return fake.confirmed_offset > updates
+
+            await _until(confirmed, 120)
+            assert proc.returncode is None  # it kept running through the outage
+            took = time.monotonic() - started
+        finally:
+            await _stop(proc, tmp_path / "peerdesk.log")
+    store = Store(database_url)
+    try:
+        async with store.engine.connect() as conn:
+            stored = (
+                await conn.execute(
+                    sa.select(t.messages.c.platform_message_id, t.messages.c.case_id)
+                )
+            ).all()
+            cases = await conn.scalar(sa.select(sa.func.count()).select_from(t.cases))
+    finally:
+        await store.close()
+    ids = Counter(r.platform_message_id for r in stored)
+    assert len(ids) == updates and set(ids.values()) == {1}  # each stored, once
+    in_cases = Counter(r.case_id for r in stored if r.case_id is not None)
+    assert (cases, len(in_cases), set(in_cases.values())) == (flagged, flagged, {1})
+    # While the database was away nothing was confirmed to Telegram but what was stored
+    # before: at most the batch in hand when it went (getUpdates hands out 100 at most).
+    arrived_during = int((outage_to - outage_from) * rate)
+    assert confirmed_after - confirmed_before <= 100 < arrived_during
+    # The log stays readable: each loop's first failure with its traceback, then a line
+    # per try at growing pauses (it was a traceback per loop per poll, megabytes an hour).
+    log = (tmp_path / "peerdesk.log").read_text(errors="replace").splitlines()
+    failing = [line for line in log if "still failing" in line]
+    assert len(log) < 600 and len(failing) < 60, f"{len(log)} log lines: {log[-30:]}"
+    assert any("works again" in line for line in log)
+    print(
+        f"\n{len(log)} log lines, {len(failing)} of them 'still failing'; "
+        f"{updates} updates at {rate}/s, database unreachable for "
+        f"{outage_to - outage_from:.0f}s: all confirmed after {took:.1f}s; confirmed during "
+        f"the outage {confirmed_after - confirmed_before} of {arrived_during} that arrived; "
         f"stored {len(ids)} once each, {cases} cases, lost 0"
     )
