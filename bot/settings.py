@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import os
 import tomllib
+import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,16 @@ def setting(
         "check": check,
     }
     return field(default=default, metadata=metadata, repr=repr)
+
+
+def _check_timezone(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return f"expected a time zone such as Europe/Brussels or UTC, got {value!r}"
+    return None
 
 
 def _check_database_url(value: Any) -> str | None:
@@ -157,6 +168,13 @@ class ConsoleSettings:
         "chooses their own username and password with it.",
         minimum=1,
         maximum=24 * 30,
+    )
+    timezone: str = setting(
+        "Europe/Brussels",
+        "Time zone in which the console shows dates and times (an IANA name such as "
+        "Europe/Amsterdam or UTC); each person sees them written the way of their "
+        "interface language. Stored times and the API stay in UTC.",
+        check=_check_timezone,
     )
 
 

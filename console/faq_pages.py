@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from bot.models import Role, User, utcnow
 from bot.splitting import split_text
 from bot.store import Conflict
+from console import dates, i18n
 from console.auth import require, runtime
 from console.i18n import N_
 from console.i18n import gettext as _
@@ -43,7 +44,10 @@ def _todo(entry: Entry, today: dt.date) -> str | None:
     if entry.status == "expired":
         return N_("expired: review and publish again")
     if entry.status == "published" and entry.review_by and entry.review_by <= today + DUE_SOON:
-        return _("review due by %(date)s", date=entry.review_by.isoformat())
+        return _(
+            "review due by %(date)s",
+            date=dates.day(entry.review_by, zone=dates.DEFAULT_ZONE, language=i18n.current()),
+        )
     if entry.status == "draft":
         return "draft"
     return None

@@ -15,10 +15,10 @@ from fastapi.templating import Jinja2Templates
 
 from bot import people, sessions
 from bot.events import CaseEvent, CaseEventKind
-from bot.models import PendingReply, Role, User, Visibility, utcnow
+from bot.models import PendingReply, Role, User, Visibility
 from bot.passwords import verify_password
 from bot.runtime import Runtime
-from console import claims, i18n
+from console import claims, dates, i18n
 from console.auth import CSRF_FIELD, LoginThrottle, check_csrf, csrf_token, require, runtime
 from console.i18n import gettext as _
 from console.replies import (
@@ -33,22 +33,9 @@ router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 # Interface text is marked with {{ _("...") }} / {% trans %}, in the request's language.
 i18n.install(templates.env)
+dates.install(templates.env)  # |when, |day and |age, in the reader's language
 
 PageUser = Annotated[User, Depends(require(page=True))]
-
-
-def _age(value: Any) -> str:
-    seconds = int((utcnow() - value).total_seconds())
-    if seconds < 60:
-        return f"{max(seconds, 0)} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min"
-    if seconds < 86400:
-        return f"{seconds // 3600} h"
-    return f"{seconds // 86400} d"
-
-
-templates.env.filters["age"] = _age
 
 
 def render(

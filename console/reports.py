@@ -17,7 +17,7 @@ from markupsafe import Markup
 from bot.models import Role, User, utcnow
 from bot.reports import OUTCOMES, Figures, Report, build_report, default_period
 from bot.signals import Signals, find_signals
-from console import charts
+from console import charts, dates, i18n
 from console.auth import require, runtime
 from console.i18n import gettext
 from console.pages import render
@@ -104,7 +104,7 @@ def duration(seconds: float | None) -> str:
 
 
 def _label(week: Figures) -> str:
-    return week.start.strftime("%d %b")
+    return dates.week_label(week.start, language=i18n.current())
 
 
 def _charts(report: Report) -> dict[str, Markup]:
@@ -314,7 +314,7 @@ async def reports_api(
 
 
 def _signal_charts(found: Signals) -> list[Markup]:
-    labels = [f"{(w.date()).strftime('%d %b')}" for w in found.weeks]
+    labels = [dates.week_label(w.date(), language=i18n.current()) for w in found.weeks]
     return [
         charts.bar_chart(
             ident=f"chart-signal-{i}",
