@@ -28,7 +28,7 @@ from bot.events import (
 from bot.faq import FAQ
 from bot.feedback import LiveDetector
 from bot.leader import Leader
-from bot.models import CaseStatus, utcnow
+from bot.models import utcnow
 from bot.outbox import OutboxWorker
 from bot.pipeline import Pipeline
 from bot.pseudonym import Pseudonymizer
@@ -107,14 +107,13 @@ class Runtime:
             self.events.publish(CaseEvent(CaseEventKind.CLAIMED, case_id))
         now = utcnow()
         every = timedelta(minutes=self.settings.console.alert_minutes)
-        waiting = await self.store.list_cases(statuses=(CaseStatus.OPEN,), urgent=True)
-        unclaimed = {c.id: c for c in waiting if c.claimed_by is None}
+        unclaimed = await self.store.unclaimed_urgent_cases()
         for case_id in set(self.alerted) - set(unclaimed):
             del self.alerted[case_id]
-        for case in unclaimed.values():
-            if now - self.alerted.get(case.id, case.created_at) >= every:
-                self.alerted[case.id] = now
-                self.events.publish(CaseEvent(CaseEventKind.ALERT, case.id, urgent=True))
+        for case_id, opened in unclaimed.items():
+            if now - self.alerted.get(case_id, opened) >= every:
+                self.alerted[case_id] = now
+                self.events.publish(CaseEvent(CaseEventKind.ALERT, case_id, urgent=True))
 
     async def close(self) -> None:
         self.events.close()

@@ -1243,6 +1243,18 @@ class Store:
             )
         return bool(touched.rowcount)
 
+    async def unclaimed_urgent_cases(self) -> dict[int, datetime]:
+        """Every open urgent case nobody has claimed, with when it was opened: what the
+        minute's re-alerting reads (not the queue's rows, which load every flagged
+        message's reasons, and stop at a page)."""
+        query = sa.select(t.cases.c.id, t.cases.c.created_at).where(
+            t.cases.c.status == CaseStatus.OPEN.value,
+            t.cases.c.urgent.is_(True),
+            t.cases.c.claimed_by.is_(None),
+        )
+        async with self.engine.connect() as conn:
+            return {row.id: row.created_at for row in await conn.execute(query)}
+
     async def release_lapsed_claims(self, lapsed_before: datetime) -> list[int]:
         """Clear the claims on open cases whose holder has not acted since
         ``lapsed_before``. Returns those cases' ids."""

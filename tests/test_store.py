@@ -11,6 +11,7 @@ import pytest
 from bot.models import (
     CaseStatus,
     Detection,
+    DismissReason,
     OutboxStatus,
     Reason,
     ReplyStatus,
@@ -371,6 +372,23 @@ async def test_a_coordinator_reassigns_whoever_holds_it(store: Store) -> None:
         await store.assign_case(case_id, bob.id, by=coord.id)
     with pytest.raises(Conflict, match="answered"):
         await store.claim_case(case_id, bob.id, lapsed_before=_ago(30), max_claims=3)
+
+
+async def test_unclaimed_urgent_cases_are_what_re_alerting_reads(store: Store) -> None:
+    ch = await opted_in(store)
+    ids = []
+    for n, detection in enumerate((FLAG, URGENT, URGENT, URGENT)):
+        msg_id, _ = await store.insert_message(ch, message(f"m{n}", str(n)), f"p{n}")
+        ids.append(await store.file_message(msg_id, detection, case_id=None, suggestions=[]))
+    calm, waiting, taken, closed = ids
+    ann = await store.add_user("ann", "h", Role.VOLUNTEER)
+    await store.claim_case(taken, ann.id, lapsed_before=_ago(30), max_claims=3)
+    await store.dismiss_case(closed, ann.id, DismissReason.SPAM)
+    found = await store.unclaimed_urgent_cases()
+    assert list(found) == [waiting]
+    opened = (await store.get_case(waiting)).case.created_at
+    assert found[waiting] == opened and opened.tzinfo is not None
+    assert calm not in found
 
 
 async def test_queue_filters(store: Store) -> None:
