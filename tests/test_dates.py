@@ -71,7 +71,7 @@ def test_an_unknown_time_zone_is_a_clear_configuration_error(tmp_path: Path) -> 
     url = f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
     assert make_settings(tmp_path, url).console.timezone == "Europe/Brussels"
     assert make_settings(tmp_path, url, PEERDESK_CONSOLE_TIMEZONE="UTC").console.timezone == "UTC"
-    with pytest.raises(ConfigError, match="timezone.*Mars/Olympus"):
+    with pytest.raises(ConfigError, match=r"timezone.*Mars/Olympus"):
         make_settings(tmp_path, url, PEERDESK_CONSOLE_TIMEZONE="Mars/Olympus")
 
 
