@@ -12,7 +12,7 @@ import functools
 import re
 import tomllib
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -121,6 +121,30 @@ class Lexicon:
     urgent: tuple[tuple[str, ...], ...]
     false_friends: Mapping[str, tuple[tuple[str, ...], ...]]
 
+    # Phrases by their first word, so a message is checked only against the phrases that
+    # can occur in it (a few of the ~800 terms), in the lexicon's order all the same.
+    @functools.cached_property
+    def _term_index(self) -> dict[str, tuple[int, ...]]:
+        return _first_words([term.words for term in self.terms])
+
+    @functools.cached_property
+    def _intent_index(self) -> dict[str, tuple[int, ...]]:
+        return _first_words(self.intents)
+
+    @functools.cached_property
+    def _urgent_index(self) -> dict[str, tuple[int, ...]]:
+        return _first_words(self.urgent)
+
+    def terms_in(self, present: set[str]) -> list[_Term]:
+        """The terms whose first word is among ``present``, in lexicon order."""
+        return [self.terms[i] for i in _positions(self._term_index, present)]
+
+    def intents_in(self, present: set[str]) -> list[tuple[str, ...]]:
+        return [self.intents[i] for i in _positions(self._intent_index, present)]
+
+    def urgent_in(self, present: set[str]) -> list[tuple[str, ...]]:
+        return [self.urgent[i] for i in _positions(self._urgent_index, present)]
+
     @classmethod
     def load(cls, path: Path = DEFAULT_LEXICON) -> Lexicon:
         try:
@@ -203,6 +227,17 @@ class Lexicon:
         )
 
 
+def _first_words(phrases: Sequence[tuple[str, ...]]) -> dict[str, tuple[int, ...]]:
+    index: dict[str, list[int]] = {}
+    for position, phrase in enumerate(phrases):
+        index.setdefault(phrase[0], []).append(position)
+    return {word: tuple(positions) for word, positions in index.items()}
+
+
+def _positions(index: Mapping[str, tuple[int, ...]], present: set[str]) -> list[int]:
+    return sorted(i for word in present if word in index for i in index[word])
+
+
 def contains(words: list[str], phrase: tuple[str, ...]) -> bool:
     """Whether ``phrase`` occurs as consecutive whole words in ``words``."""
     if phrase[0] not in words:
@@ -257,10 +292,11 @@ class Detector:
         typed = normalise(text)
         language = guess_language(text, self.default_language)
         words = spellings(typed)
+        present = set(words)
         reasons: list[Reason] = []
         found: dict[str, float] = {}
 
-        for term in self.lexicon.terms:
+        for term in self.lexicon.terms_in(present):
             if not contains(words, term.words):
                 continue
             term_text = " ".join(term.words)
@@ -297,14 +333,14 @@ class Detector:
 
         score = substance_score
         if substance_score > 0:
-            for intent in self.lexicon.intents:
+            for intent in self.lexicon.intents_in(present):
                 if contains(words, intent):
                     score += INTENT_WEIGHT
                     reasons.append(Reason("intent", " ".join(intent), "question", INTENT_WEIGHT))
                     break
 
         urgent = False
-        for phrase in self.lexicon.urgent:
+        for phrase in self.lexicon.urgent_in(present):
             if not contains(words, phrase):
                 continue
             phrase_text = " ".join(phrase)

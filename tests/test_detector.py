@@ -18,6 +18,7 @@ from bot.detector import (
     guess_language,
     match_words,
     normalise,
+    spellings,
 )
 from bot.models import Reason
 
@@ -737,3 +738,14 @@ def test_can_is_not_a_context_word_for_coke(detector: Detector) -> None:
 
     assert detection.flagged is True
     assert detection.substances == ("cocaine",)
+
+
+def test_only_phrases_that_can_occur_are_checked_in_lexicon_order() -> None:
+    """The first-word index gives the same phrases, in the same order, as a full scan."""
+    lexicon = Lexicon.load()
+    for text in ("is xtc met ghb en alcohol gevaarlijk", "hij wordt niet meer wakker", "", "x"):
+        present = set(spellings(normalise(text)))
+        assert lexicon.terms_in(present) == [t for t in lexicon.terms if t.words[0] in present]
+        assert lexicon.urgent_in(present) == [p for p in lexicon.urgent if p[0] in present]
+        assert lexicon.intents_in(present) == [i for i in lexicon.intents if i[0] in present]
+    assert lexicon.terms_in({"xtc", "ghb"})  # and it does find some
