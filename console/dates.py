@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 from babel.dates import format_date, format_datetime, format_timedelta
+from babel.units import format_unit
 from markupsafe import Markup
 
 from bot.models import utcnow
@@ -52,6 +53,23 @@ def age(value: dt.datetime, *, language: str, now: dt.datetime | None = None) ->
     """How long ago ``value`` was, in one unit: "5 min", "2 uur", "3 j"."""
     elapsed = max((now or utcnow()) - _aware(value), dt.timedelta(0))
     return str(format_timedelta(elapsed, format="short", threshold=1, locale=language))
+
+
+def duration(seconds: float | None, *, language: str) -> str:
+    """A delay in one unit, as people say it: "45 sec", "12 min", "3,5 uur", "2,1 j";
+    "–" for none. Minutes are whole, hours and days have one decimal."""
+    if seconds is None:
+        return "–"
+    value: float
+    if seconds < 60:
+        unit, value = "duration-second", round(seconds)
+    elif seconds < 3600:
+        unit, value = "duration-minute", round(seconds / 60)
+    elif seconds < 86400:
+        unit, value = "duration-hour", round(seconds / 3600, 1)
+    else:
+        unit, value = "duration-day", round(seconds / 86400, 1)
+    return str(format_unit(value, unit, length="short", format="#,##0.#", locale=language))
 
 
 # -- for the templates ---------------------------------------------------------------------

@@ -91,16 +91,8 @@ def minutes(seconds: float | None) -> float | None:
 
 
 def duration(seconds: float | None) -> str:
-    """A delay as people say it: 45 s, 12 min, 3.5 h, 2.1 d."""
-    if seconds is None:
-        return "–"
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 86400:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
+    """A delay as people say it, in the reader's language: 45 s, 12 min, 3,5 uur, 2,1 j."""
+    return dates.duration(seconds, language=i18n.current())
 
 
 def _label(week: Figures) -> str:

@@ -92,3 +92,12 @@ async def test_pages_show_local_times_with_the_exact_utc_instant(
     assert shown == f"{local.day} {dates.day(local, zone='UTC', language='nl').split()[1]} " + (
         f"{local.year}, {local:%H:%M:%S}"
     )
+
+
+def test_durations_in_one_unit_with_the_language_s_decimal_mark() -> None:
+    seconds = (None, 45, 720, 12600, 181440)
+    assert [dates.duration(s, language="en") for s in seconds] == [
+        "–", "45 sec", "12 min", "3.5 hr", "2.1 days",
+    ]  # fmt: skip
+    assert [dates.duration(s, language="nl") for s in seconds][3:] == ["3,5 uur", "2,1 dagen"]
+    assert dates.duration(181440, language="fr") == "2,1\u202fj"

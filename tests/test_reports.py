@@ -239,7 +239,7 @@ async def test_the_page_shows_tables_and_accessible_charts(
     cells = re.findall(r"<td>([^<]*)</td>", week0.group(1))
     # answers, first answers, median, p90, opened, urgent, answered, open, expired, the
     # four dismissal reasons, volunteers
-    assert cells == ["4", "3", "20 min", "1.0 h", "5", "0", "3", "1", "0", "0", "0", "1", "0", "1"]
+    assert cells == ["4", "3", "20 min", "1 hr", "5", "0", "3", "1", "0", "0", "0", "1", "0", "1"]
     assert "2 of these cases were purged by retention" in page.text
     svgs = SVG_RE.findall(page.text)
     assert len(svgs) == 4
