@@ -45,8 +45,14 @@ class Leader:
             try:  # still connected, so still holding the lock
                 await self._conn.fetchval("SELECT 1", timeout=10)
                 return True
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                logger.warning("lost the connection holding the scheduled jobs; trying again")
+            except Exception as exc:
+                # Any failure means the lock may be gone. A connection the server ended
+                # can fail with asyncpg's InternalClientError ("another operation is in
+                # progress"), which is neither an InterfaceError nor a PostgresError.
+                logger.warning(
+                    "lost the connection holding the scheduled jobs (%s); trying again",
+                    type(exc).__name__,
+                )
                 await self._drop()
         conn = await asyncpg.connect(self.dsn, timeout=10)
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from asyncpg.exceptions._base import InternalClientError  # type: ignore[import-untyped]
 
 from bot.leader import Leader
 from tests.conftest import _pg_admin
@@ -50,3 +51,26 @@ async def test_a_holder_whose_connection_drops_gives_way(dsn: str) -> None:
     finally:
         await one.release()
         await two.release()
+
+
+async def test_any_failure_of_the_held_connection_gives_way(dsn: str) -> None:
+    """A connection the server ended can fail with asyncpg's InternalClientError (seen in
+    CI after pg_terminate_backend), which is neither an InterfaceError nor a PostgresError:
+    it too means "no longer holding", not a crash of the minute's jobs."""
+    leader = Leader(dsn)
+    assert await leader.acquire()
+    real = leader._conn
+
+    class Ended:
+        async def fetchval(self, *args: object, **kwargs: object) -> object:
+            raise InternalClientError("cannot switch to state 11; another operation (2)")
+
+        async def close(self, **_: object) -> None:  # called with timeout=
+            await real.close()  # the lock goes with the connection
+
+    leader._conn = Ended()
+    try:
+        assert await leader.acquire()  # dropped the ended one, took the lock afresh
+        assert leader._conn is not None and leader._conn is not real
+    finally:
+        await leader.release()
