@@ -244,6 +244,9 @@ async def latency(
             if response.status_code == 200:
                 idle_since = None
                 messages = [m for m in response.json()["messages"] if m["in_case"]]
+                if not messages:  # no message in it any more: not one the pacer made
+                    next_id += 1
+                    continue
                 first = min(messages, key=lambda m: m["id"])
                 update_id = by_message.get(first["platform_message_id"])
                 if update_id is not None and update_id in api.handed:
