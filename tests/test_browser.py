@@ -13,7 +13,6 @@ when chromium, Playwright or axe-core is missing, and fail under ``CI=true``.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import threading
 import time
@@ -28,30 +27,15 @@ from bot.models import Role, Visibility
 from bot.passwords import hash_password
 from bot.runner import run
 from bot.runtime import Runtime
-from tests.conftest import PASSWORD, make_settings
+from tests.conftest import PASSWORD, _missing, make_settings
 from tests.fakes import FakeAdapter, message, opt_in
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 AXE = ROOT / ".cache" / "npm" / "node_modules" / "axe-core" / "axe.min.js"
 PHONE = {"width": 390, "height": 844}
 T = TypeVar("T")
-
-
-def _missing(what: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} (the browser tests must run in CI)")
-    pytest.skip(what)
 
 
 class Console:
@@ -148,22 +132,6 @@ def console(tmp_path_factory: pytest.TempPathFactory, seeded_sqlite: Path) -> It
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        _missing("chromium is not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("playwright is not installed (pip install -e '.[dev]')")
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture

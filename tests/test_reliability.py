@@ -473,6 +473,27 @@ async def test_sigkill_mid_delivery_loses_no_reply_and_repeats_only_the_one_in_f
     )
 
 
+async def _each_stored_once(database_url: str, updates: int, flagged: int) -> int:
+    """Assert that each of ``updates`` messages is stored once and each of the ``flagged``
+    ones opened a case of its own; returns the number of cases."""
+    store = Store(database_url)
+    try:
+        async with store.engine.connect() as conn:
+            stored = (
+                await conn.execute(
+                    sa.select(t.messages.c.platform_message_id, t.messages.c.case_id)
+                )
+            ).all()
+            cases = await conn.scalar(sa.select(sa.func.count()).select_from(t.cases))
+    finally:
+        await store.close()
+    ids = Counter(r.platform_message_id for r in stored)
+    assert len(ids) == updates and set(ids.values()) == {1}  # each stored, once
+    in_cases = Counter(r.case_id for r in stored if r.case_id is not None)
+    assert (cases, len(in_cases), set(in_cases.values())) == (flagged, flagged, {1})
+    return int(cases or 0)
+
+
 @pytest.mark.slow
 async def test_sigkill_mid_ingest_loses_no_update_and_stores_each_once(
     tmp_path: Path, database_url: str, fake: FakeBotAPI
@@ -527,26 +548,12 @@ async def test_sigkill_mid_ingest_loses_no_update_and_stores_each_once(
         await _stop(proc, tmp_path / "peerdesk.log")
     seconds = time.monotonic() - started
 
-    store = Store(database_url)
-    try:
-        async with store.engine.connect() as conn:
-            stored = (
-                await conn.execute(
-                    sa.select(t.messages.c.platform_message_id, t.messages.c.case_id)
-                )
-            ).all()
-            cases = await conn.scalar(sa.select(sa.func.count()).select_from(t.cases))
-    finally:
-        await store.close()
-    ids = Counter(r.platform_message_id for r in stored)
-    assert len(ids) == updates and set(ids.values()) == {1}  # each stored, once
-    in_cases = Counter(r.case_id for r in stored if r.case_id is not None)
-    assert (cases, len(in_cases), set(in_cases.values())) == (flagged, flagged, {1})
+    cases = await _each_stored_once(database_url, updates, flagged)
     assert unconfirmed_at_kills > 0  # some kills did land between fetch and store
     print(
         f"\n{updates} updates, {kills} SIGKILLs: {seconds:.1f}s; {unconfirmed_at_kills} "
         f"updates fetched but unconfirmed at the kills, fetched again; "
-        f"stored {len(ids)} once each, {cases} cases, lost 0"
+        f"stored {updates} once each, {cases} cases, lost 0"
     )
 
 
@@ -643,21 +650,7 @@ async def test_database_unreachable_mid_ingest_loses_no_update(
             took = time.monotonic() - started
         finally:
             await _stop(proc, tmp_path / "peerdesk.log")
-    store = Store(database_url)
-    try:
-        async with store.engine.connect() as conn:
-            stored = (
-                await conn.execute(
-                    sa.select(t.messages.c.platform_message_id, t.messages.c.case_id)
-                )
-            ).all()
-            cases = await conn.scalar(sa.select(sa.func.count()).select_from(t.cases))
-    finally:
-        await store.close()
-    ids = Counter(r.platform_message_id for r in stored)
-    assert len(ids) == updates and set(ids.values()) == {1}  # each stored, once
-    in_cases = Counter(r.case_id for r in stored if r.case_id is not None)
-    assert (cases, len(in_cases), set(in_cases.values())) == (flagged, flagged, {1})
+    cases = await _each_stored_once(database_url, updates, flagged)
     # While the database was away nothing was confirmed to Telegram but what was stored
     # before: at most the batch in hand when it went (getUpdates hands out 100 at most).
     arrived_during = int((outage_to - outage_from) * rate)
@@ -673,5 +666,5 @@ async def test_database_unreachable_mid_ingest_loses_no_update(
         f"{updates} updates at {rate}/s, database unreachable for "
         f"{outage_to - outage_from:.0f}s: all confirmed after {took:.1f}s; confirmed during "
         f"the outage {confirmed_after - confirmed_before} of {arrived_during} that arrived; "
-        f"stored {len(ids)} once each, {cases} cases, lost 0"
+        f"stored {updates} once each, {cases} cases, lost 0"
     )

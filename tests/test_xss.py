@@ -29,7 +29,7 @@ from bot.models import IncomingMessage, PendingReply, Role, User, Visibility
 from bot.runtime import Runtime
 from console.replies import send_back, send_reply
 from tests.fakes import channel, opt_in
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, Console, _missing, log_in
+from tests.test_browser import Console, log_in
 
 pytestmark = pytest.mark.browser
 
@@ -175,22 +175,6 @@ def console(tmp_path_factory: pytest.TempPathFactory, seeded_sqlite: Path) -> It
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        _missing("chromium is not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("playwright is not installed (pip install -e '.[dev]')")
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 class Watched:
