@@ -5,21 +5,25 @@ friends set aside by context, question intents, combinations, urgency phrases), 
 similarity in meaning to intent prototypes (``data/detection/prototypes.toml``), and the
 message's embedding from the knowledge base's embedder, and its similarity to the
 nearest FAQ question variant (the live FAQ's when it is indexed by meaning, else the
-shipped content's). Two logistic regressions read
-them: one says "drug-related", one says "urgent". Urgency phrases still make a message
+shipped content's), and the character n-grams of its words (hashed, see
+:func:`char_ngrams`: what spelling and slang look like, which a sentence embedding
+blurs). Two logistic regressions read them: one says "drug-related", one says "urgent".
+Urgency phrases still make a message
 urgent on their own (a rule never unlearned), the model adds the paraphrases.
 
 The model is trained by ``peerdesk detect train`` (scikit-learn) and shipped as a small
 ``.npz`` file, so startup needs no training and prediction needs only numpy. Detecting
-one message costs one embedding plus a dot product.
+one message costs one embedding plus a dot product (and a sparse one for the n-grams).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
 import tomllib
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,7 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from bot.detector import STRONG_WEIGHT, Detector, Lexicon, LexiconError, MessageDetector
+from bot.detector import (
+    STRONG_WEIGHT,
+    Detector,
+    Lexicon,
+    LexiconError,
+    MessageDetector,
+    match_words,
+)
 from bot.models import Detection, LexiconEdit, Reason
 from bot.settings import Settings
 from knowledge_base import CONTENT_DIR, load_dir
@@ -39,8 +50,22 @@ logger = logging.getLogger(__name__)
 DATA = Path(__file__).parent / "data" / "detection"
 DEFAULT_MODEL = DATA / "model.npz"
 DEFAULT_PROTOTYPES = DATA / "prototypes.toml"
-# Bumped when the features change: a model of another version is not used.
-FEATURE_VERSION = 2
+# Bumped when the features change: a model of another version is not used. Version 3
+# added the hashed character n-grams; a version 2 model (none) is still read, as a model
+# whose n-gram weights are all 0.
+FEATURE_VERSION = 3
+READABLE_VERSIONS = (2, 3)
+# The character n-grams the drug-related regression reads: 2 to 5 characters inside each
+# word padded with spaces (" xtc " gives " x", "xt", ..., "xtc "), plus the word itself,
+# hashed (CRC-32) into CHAR_FEATURES buckets. A fixed hash, not a vocabulary, so the model
+# file holds only weights and prediction needs neither scikit-learn nor a word list.
+CHAR_FEATURES = 2**16
+CHAR_NGRAMS = (2, 5)
+# How much the n-gram block weighs against the standardised features (each of variance
+# 1) under the one L2 penalty: each message's n-gram vector has length 1, so without a
+# factor the regression would all but ignore it. Chosen by leave-one-batch-out
+# cross-validation on the train split (`peerdesk detect cv`, docs/detection.md).
+CHAR_WEIGHT = 20.0
 LEXICAL_FEATURES = (
     "lexicon_score",
     "strong_terms",
@@ -81,6 +106,37 @@ class Prototypes:
         return tuple(self.sentences)
 
 
+Grams = tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]
+"""A message's n-grams: (bucket indices, values), the values of unit length."""
+NO_GRAMS: Grams = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
+
+
+@functools.lru_cache(maxsize=2**16)
+def _word_buckets(word: str, n_features: int) -> np.ndarray[Any, Any]:
+    """The hash buckets of one word's n-grams (chat repeats its words: cached; the
+    array is shared, never changed)."""
+    padded = f" {word} "
+    pieces = [f"w:{word}"]
+    low, high = CHAR_NGRAMS
+    for n in range(low, high + 1):
+        pieces.extend(padded[k : k + n] for k in range(max(1, len(padded) - n + 1)))
+    buckets = [zlib.crc32(piece.encode("utf-8")) % n_features for piece in pieces]
+    return np.array(buckets, dtype=np.int64)
+
+
+def char_ngrams(text: str, n_features: int = CHAR_FEATURES) -> Grams:
+    """The hashed character n-grams of ``text``'s words as the lexicon sees them
+    (:func:`~bot.detector.match_words`: folded, leetspeak undone, chat spellings made
+    equal): counts damped to 1 + log(count), scaled to length 1."""
+    words = match_words(text)
+    if not words:
+        return NO_GRAMS
+    buckets = np.concatenate([_word_buckets(word, n_features) for word in words])
+    index, counts = np.unique(buckets, return_counts=True)
+    values = 1.0 + np.log(counts)
+    return index, values / np.linalg.norm(values)
+
+
 @dataclass(frozen=True)
 class Signals:
     """Everything the model reads about one message, and what explains it."""
@@ -91,6 +147,7 @@ class Signals:
     closest: dict[str, str]  # intent -> the prototype sentence that was closest
     faq_similarity: float = 0.0
     faq_question: tuple[str, str, str] | None = None  # (entry id, language, question)
+    grams: Grams = NO_GRAMS
 
 
 def _lexical(d: Detection) -> list[float]:
@@ -173,6 +230,7 @@ class Features:
                     closest,
                     faq_similarity=faq_similarity,
                     faq_question=question,
+                    grams=char_ngrams(text),
                 )
             )
         return out
@@ -193,13 +251,25 @@ class Features:
         )
 
 
+def grams_matrix(grams: Sequence[Grams], n_features: int = CHAR_FEATURES) -> Any:
+    """The n-grams as a sparse matrix (scipy, for training only)."""
+    from scipy.sparse import csr_matrix
+
+    indptr = np.cumsum([0, *(len(i) for i, _ in grams)])
+    index = np.concatenate([i for i, _ in grams]) if grams else np.zeros(0, dtype=np.int64)
+    values = np.concatenate([v for _, v in grams]) if grams else np.zeros(0)
+    return csr_matrix((values, index, indptr), shape=(len(grams), n_features))
+
+
 def _sigmoid(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return np.asarray(1.0 / (1.0 + np.exp(-np.clip(x, -40, 40))))
 
 
 @dataclass(frozen=True)
 class Model:
-    """Two logistic regressions over standardised features, and how they were made."""
+    """Two logistic regressions over standardised features, and how they were made. The
+    n-grams are read by both: ``char_weights`` and ``urgent_char_weights`` hold a weight
+    per hash bucket (empty for a model without them, such as a version 2 file)."""
 
     embedder: str
     feature_names: tuple[str, ...]
@@ -210,15 +280,29 @@ class Model:
     urgent_weights: np.ndarray[Any, Any]
     urgent_bias: float
     info: dict[str, Any] = field(default_factory=dict)
+    char_weights: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros(0))
+    urgent_char_weights: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros(0))
+
+    def char_logits(self, grams: Sequence[Grams], *, urgent: bool = False) -> np.ndarray[Any, Any]:
+        """What the n-grams add to one regression's logit (drug-related, or ``urgent``),
+        per message."""
+        weights = self.urgent_char_weights if urgent else self.char_weights
+        if not len(weights):
+            return np.zeros(len(grams))
+        return np.array([float(weights[i] @ v) for i, v in grams])
 
     def scores(
-        self, rows: np.ndarray[Any, Any]
+        self, rows: np.ndarray[Any, Any], grams: Sequence[Grams] | None = None
     ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-        """(probability drug-related, probability urgent) per row."""
+        """(probability drug-related, probability urgent) per row; ``grams`` are the
+        rows' n-grams (none: the n-gram block counts 0)."""
         z = (rows - self.mean) / self.scale
-        return _sigmoid(z @ self.weights + self.bias), _sigmoid(
-            z @ self.urgent_weights + self.urgent_bias
-        )
+        drug = z @ self.weights + self.bias
+        urgent = z @ self.urgent_weights + self.urgent_bias
+        if grams is not None:
+            drug = drug + self.char_logits(grams)
+            urgent = urgent + self.char_logits(grams, urgent=True)
+        return _sigmoid(drug), _sigmoid(urgent)
 
     def to_bytes(self) -> bytes:
         meta = {
@@ -227,8 +311,13 @@ class Model:
             "feature_names": list(self.feature_names),
             "bias": self.bias,
             "urgent_bias": self.urgent_bias,
+            "char_features": len(self.char_weights),
             "info": self.info,
         }
+        # Only the buckets some training message filled have a weight (L2 keeps the others
+        # at 0): stored as (bucket, weight) pairs, the file stays small.
+        used = np.flatnonzero(self.char_weights)
+        urgent_used = np.flatnonzero(self.urgent_char_weights)
         buffer = io.BytesIO()
         np.savez_compressed(
             buffer,
@@ -237,6 +326,10 @@ class Model:
             scale=self.scale.astype(np.float32),
             weights=self.weights.astype(np.float32),
             urgent_weights=self.urgent_weights.astype(np.float32),
+            char_index=used.astype(np.int32),
+            char_values=self.char_weights[used].astype(np.float32),
+            urgent_char_index=urgent_used.astype(np.int32),
+            urgent_char_values=self.urgent_char_weights[urgent_used].astype(np.float32),
         )
         return buffer.getvalue()
 
@@ -261,14 +354,23 @@ class Model:
                     k: data[k].astype(np.float64)
                     for k in ("mean", "scale", "weights", "urgent_weights")
                 }
-        except (OSError, KeyError, ValueError, EOFError) as exc:
+                n_char = int(meta.get("char_features", 0))
+                char = {"char_weights": np.zeros(n_char), "urgent_char_weights": np.zeros(n_char)}
+                for name, prefix in (("char_weights", ""), ("urgent_char_weights", "urgent_")):
+                    if n_char:
+                        index = data[f"{prefix}char_index"].astype(np.int64)
+                        char[name][index] = data[f"{prefix}char_values"]
+        except (OSError, KeyError, ValueError, EOFError, IndexError) as exc:
             raise ModelError(f"{source}: not a usable detection model ({exc})") from None
         info = meta.get("info") or {}
         if not all(
             isinstance(info.get(k), (int, float)) for k in ("threshold", "urgent_threshold")
         ):
             raise ModelError(f"{source}: the model records no thresholds; retrain it")
-        if meta.get("feature_version") != FEATURE_VERSION:
+        if meta.get("feature_version") not in READABLE_VERSIONS or n_char not in (
+            0,
+            CHAR_FEATURES,
+        ):
             raise ModelError(
                 f"{source}: made for other features; retrain with `peerdesk detect train`"
             )
@@ -278,6 +380,7 @@ class Model:
             bias=float(meta["bias"]),
             urgent_bias=float(meta["urgent_bias"]),
             info=dict(info),
+            **char,
             **arrays,
         )
 
@@ -294,6 +397,9 @@ def _f1(truth: np.ndarray[Any, Any], flagged: np.ndarray[Any, Any]) -> float:
 # messages, it learned to trust the rule and was blind where no phrase matched (on the
 # held-back split it missed 6 of 40 urgent messages). Without it, it must recognise
 # urgency from meaning alone, and its threshold keeps 99 % of urgent messages by itself.
+# It does read the n-grams (leave-one-batch-out cross-validation on train: fewer false
+# alarms, every urgent message still urgent), which could relearn a phrase's words; the
+# 99 % threshold is still chosen with the model alone, so the rule is not relied on.
 URGENT_BLIND = ("urgent_phrase", "lexicon_score")
 
 
@@ -347,12 +453,17 @@ def fit(
     embedder: str,
     feature_names: Sequence[str],
     c: float = 0.01,
+    grams: Sequence[Grams] | None = None,
+    char_weight: float = CHAR_WEIGHT,
+    urgent_recall: float = 0.99,
     info: dict[str, Any] | None = None,
 ) -> Model:
     """Train both regressions (scikit-learn, balanced classes, strong L2: a few hundred
     messages against hundreds of features) and record the thresholds chosen for them.
+    With ``grams`` (the rows' n-grams) both also read them, scaled by ``char_weight``.
     An ``urgent`` label of None (volunteers' feedback says whether a message is
-    drug-related, not whether it was urgent) leaves that row out of the urgent one."""
+    drug-related, not whether it was urgent) leaves that row out of the urgent one. The
+    urgent threshold keeps ``urgent_recall`` of urgent messages in cross-validation."""
     from sklearn.linear_model import LogisticRegression
 
     mean = rows.mean(axis=0)
@@ -362,22 +473,52 @@ def fit(
     y = np.array(labels, dtype=bool)
     known = np.array([u is not None for u in urgent], dtype=bool)
     yu = np.array([bool(u) for u in urgent], dtype=bool)
-    zu = _blind(z, feature_names)
-    drug = LogisticRegression(C=c, class_weight="balanced", max_iter=5000).fit(z, y)
-    urg = LogisticRegression(C=c, class_weight="balanced", max_iter=5000).fit(zu[known], yu[known])
-    threshold, urgent_threshold = choose_thresholds(z, y, yu, c=c, urgent_rows=known, urgent_z=zu)
+    x, used = _with_grams(z, grams, char_weight)
+    xu, _ = _with_grams(_blind(z, feature_names), grams, char_weight)
+    drug = LogisticRegression(C=c, class_weight="balanced", max_iter=5000).fit(x, y)
+    urg = LogisticRegression(C=c, class_weight="balanced", max_iter=5000).fit(xu[known], yu[known])
+    threshold, urgent_threshold = choose_thresholds(
+        x, y, yu, c=c, urgent_recall=urgent_recall, urgent_rows=known, urgent_z=xu
+    )
     info = {**(info or {}), "c": c, "threshold": threshold, "urgent_threshold": urgent_threshold}
+    coef = np.asarray(drug.coef_[0], dtype=np.float64)
+    urgent_coef = np.asarray(urg.coef_[0], dtype=np.float64)
+    dense = z.shape[1]
+    char_weights, urgent_char_weights = np.zeros(0), np.zeros(0)
+    if grams is not None:
+        info["char_weight"] = char_weight
+        # The regressions saw the n-grams times char_weight: fold the factor in.
+        char_weights, urgent_char_weights = np.zeros(CHAR_FEATURES), np.zeros(CHAR_FEATURES)
+        char_weights[used] = coef[dense:] * char_weight
+        urgent_char_weights[used] = urgent_coef[dense:] * char_weight
     return Model(
         embedder=embedder,
         feature_names=tuple(feature_names),
         mean=mean,
         scale=scale,
-        weights=drug.coef_[0].astype(np.float64),
+        weights=coef[:dense],
         bias=float(drug.intercept_[0]),
-        urgent_weights=urg.coef_[0].astype(np.float64),
+        urgent_weights=urgent_coef[:dense],
         urgent_bias=float(urg.intercept_[0]),
         info=info,
+        char_weights=char_weights,
+        urgent_char_weights=urgent_char_weights,
     )
+
+
+def _with_grams(
+    z: np.ndarray[Any, Any], grams: Sequence[Grams] | None, weight: float
+) -> tuple[Any, np.ndarray[Any, Any]]:
+    """``z`` with the n-gram block beside it (a sparse matrix), or ``z`` alone, and the
+    hash buckets that block holds: only those some row fills (the others would get a
+    weight of 0 anyway, and the regression converges much faster without them)."""
+    if grams is None:
+        return z, np.zeros(0, dtype=np.int64)
+    from scipy.sparse import csr_matrix, hstack
+
+    block = grams_matrix(grams)
+    used = np.unique(block.indices)
+    return hstack([csr_matrix(z), weight * block[:, used]]).tocsr(), used
 
 
 def apply_edits(lexicon: Lexicon, edits: Iterable[LexiconEdit]) -> Lexicon:
@@ -464,7 +605,9 @@ class TrainedDetector:
 
     def detect_many(self, texts: Sequence[str]) -> list[Detection]:
         signals = self.features.signals(texts)
-        p_drug, p_urgent = self.model.scores(self.features.rows(signals))
+        p_drug, p_urgent = self.model.scores(
+            self.features.rows(signals), [s.grams for s in signals]
+        )
         return [
             self._combine(s, float(p), float(u))
             for s, p, u in zip(signals, p_drug, p_urgent, strict=True)
@@ -509,3 +652,54 @@ class TrainedDetector:
             score=round(max(p, u if urgent else 0.0), 3),
             reasons=tuple(reasons),
         )
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """One held-out group of a cross-validation: the thresholds its model chose on the
+    other groups, and its verdicts."""
+
+    group: str
+    threshold: float
+    urgent_threshold: float
+    flagged: np.ndarray[Any, Any]
+    urgent: np.ndarray[Any, Any]
+
+
+def cross_validate_by_group(
+    rows: np.ndarray[Any, Any],
+    labels: Sequence[bool],
+    urgent: Sequence[bool],
+    rule_urgent: Sequence[bool],
+    groups: Sequence[str],
+    *,
+    feature_names: Sequence[str],
+    grams: Sequence[Grams] | None = None,
+    c: float = 0.01,
+) -> list[HeldOut]:
+    """Leave one group (a batch of the dataset) out at a time: train on the others with
+    :func:`fit` (thresholds by its inner cross-validation, on those others only), judge
+    the group left out as :class:`TrainedDetector` would (urgent by the rule or the
+    model, flagged when urgent or likely drug-related). A batch written apart is
+    unlike the others, so this says more about new messages than shuffled folds do."""
+    out = []
+    for name in dict.fromkeys(groups):
+        held = [i for i, g in enumerate(groups) if g == name]
+        kept = [i for i, g in enumerate(groups) if g != name]
+        model = fit(
+            rows[kept],
+            [labels[i] for i in kept],
+            [urgent[i] for i in kept],
+            embedder="cv",
+            feature_names=feature_names,
+            c=c,
+            grams=[grams[i] for i in kept] if grams is not None else None,
+        )
+        p, u = model.scores(rows[held], [grams[i] for i in held] if grams is not None else None)
+        threshold = float(model.info["threshold"])
+        urgent_threshold = float(model.info["urgent_threshold"])
+        rule = np.array([rule_urgent[i] for i in held], dtype=bool)
+        marked = np.logical_or(rule, u >= urgent_threshold)
+        flagged = np.logical_or(marked, p >= threshold)
+        out.append(HeldOut(name, threshold, urgent_threshold, flagged, marked))
+    return out

@@ -21,9 +21,11 @@ from bot import detection_eval, migrate
 from bot.adapter import AdapterStartError
 from bot.classifier import (
     Features,
+    Grams,
     ModelError,
     Prototypes,
     TrainedDetector,
+    cross_validate_by_group,
     fit,
     lexicon_detector,
     model_file,
@@ -153,6 +155,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--c", type=float, default=0.01, help="inverse regularisation strength (default 0.01)"
+    )
+    train.add_argument(
+        "--urgent-recall",
+        type=float,
+        default=0.99,
+        help="share of urgent training messages the urgent threshold must keep in "
+        "cross-validation (default 0.99)",
+    )
+    train.add_argument(
+        "--no-eval",
+        action="store_true",
+        help="do not judge on the test split (nor read it): train and write the model only",
+    )
+    cv = detect_sub.add_parser(
+        "cv",
+        parents=[common],
+        help="leave-one-batch-out cross-validation on the train split only (the test split "
+        "is not read): train on all batches but one, judge that one, for each",
+    )
+    cv.add_argument("--dataset", help="labelled JSONL (default: the shipped dataset)")
+    cv.add_argument(
+        "--c", type=float, default=0.01, help="inverse regularisation strength (default 0.01)"
+    )
+    cv.add_argument(
+        "--compare",
+        action="store_true",
+        help="also cross-validate the model without character n-grams (version 2 features)",
     )
 
     retrain = detect_sub.add_parser(
@@ -405,6 +434,8 @@ async def cmd_detect(
         return cmd_detect_eval(settings, detector, lexicon, args, out)
     if getattr(args, "detect_command", None) == "train":
         return cmd_detect_train(settings, detector, lexicon, args, out)
+    if getattr(args, "detect_command", None) == "cv":
+        return cmd_detect_cv(settings, detector, args, out)
     if getattr(args, "detect_command", None) == "retrain":
         return await cmd_detect_retrain(settings, args, out)
     if getattr(args, "detect_command", None) == "rollback":
@@ -579,23 +610,36 @@ def cmd_detect_train(
     out: TextIO,
 ) -> int:
     path, train_items = _dataset(args, "train")
-    _, test_items = _dataset(args, "test")
     features = _features(settings, detector)
-    rows = features.rows(features.signals([i.text for i in train_items]))
+    signals = features.signals([i.text for i in train_items])
     model = fit(
-        rows,
+        features.rows(signals),
         [i.drug_related for i in train_items],
         [i.urgent for i in train_items],
         embedder=features.embedder.name,
         feature_names=features.names,
         c=args.c,
+        grams=[s.grams for s in signals],
+        urgent_recall=args.urgent_recall,
         info={
             "dataset": path.name,
+            "urgent_recall": args.urgent_recall,
             "train_items": len(train_items),
             "trained_at": utcnow().isoformat(timespec="seconds"),
         },
     )
     target = Path(args.out) if args.out else model_file(settings)
+    if args.no_eval:
+        model.save(target)
+        print(
+            f"trained on {len(train_items)} messages; thresholds chosen by cross-validation "
+            f"on them: flag at {model.info['threshold']:.2f}, urgent at "
+            f"{model.info['urgent_threshold']:.2f}; not judged on the test split",
+            file=out,
+        )
+        print(f"model written to {target}", file=out)
+        return 0
+    _, test_items = _dataset(args, "test")
     results: dict[str, dict[str, detection_eval.Scores]] = {}
     try:
         results["before"] = detection_eval.evaluate(
@@ -615,6 +659,57 @@ def cmd_detect_train(
     print(detection_eval.table(results), file=out)
     model.save(target)
     print(f"model written to {target}", file=out)
+    return 0
+
+
+def cmd_detect_cv(
+    settings: Settings, detector: Detector, args: argparse.Namespace, out: TextIO
+) -> int:
+    """Leave-one-batch-out cross-validation on the train split; the test split is never
+    read."""
+    path, items = _dataset(args, "train")
+    batches = list(dict.fromkeys(i.batch for i in items))
+    if len(batches) < 2:
+        raise UsageError(f"{path}: the train split has one batch; nothing to leave out")
+    features = _features(settings, detector)
+    signals = features.signals([i.text for i in items])
+    rows = features.rows(signals)
+    variants: dict[str, list[Grams] | None] = {"ngrams": [s.grams for s in signals]}
+    if args.compare:
+        variants = {"no-ngrams": None, **variants}
+    results: dict[str, dict[str, detection_eval.Scores]] = {}
+    print(
+        f"{path.name}, train split only, {len(items)} messages in {len(batches)} batches; "
+        "each batch judged by a model trained on the others:",
+        file=out,
+    )
+    for name, grams in variants.items():
+        held = cross_validate_by_group(
+            rows,
+            [i.drug_related for i in items],
+            [i.urgent for i in items],
+            [s.lexicon.urgent for s in signals],
+            [i.batch for i in items],
+            feature_names=features.names,
+            grams=grams,
+            c=args.c,
+        )
+        judged: list[detection_eval.Item] = []
+        verdicts: list[detection_eval.Verdict] = []
+        for h in held:
+            group = [i for i in items if i.batch == h.group]
+            judged.extend(group)
+            verdicts.extend(
+                detection_eval.Verdict(flagged=bool(f), urgent=bool(u))
+                for f, u in zip(h.flagged, h.urgent, strict=True)
+            )
+            print(
+                f"  {name}: {h.group} batch left out ({len(group)} messages): thresholds "
+                f"{h.threshold:.2f} / urgent {h.urgent_threshold:.2f}",
+                file=out,
+            )
+        results[name] = detection_eval.by_language(judged, verdicts)
+    print(detection_eval.table(results), file=out)
     return 0
 
 

@@ -9,6 +9,7 @@ every figure is read against what a plain keyword filter would do.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ class Item:
     urgent: bool
     split: str
     category: str = ""
+    batch: str = "first"  # the batch it was written in (its provenance says; none: first)
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,16 @@ class Scores:
         }
 
 
+_BATCH = re.compile(r"\b([a-z]+) batch\b")
+
+
+def batch_of(provenance: str) -> str:
+    """The batch an item's provenance names ("...; fourth batch; ..." -> "fourth"); the
+    first batch's items name none."""
+    found = _BATCH.search(provenance)
+    return found.group(1) if found else "first"
+
+
 def load_dataset(path: Path = DEFAULT_DATASET) -> list[Item]:
     items: list[Item] = []
     seen: set[str] = set()
@@ -109,6 +121,7 @@ def load_dataset(path: Path = DEFAULT_DATASET) -> list[Item]:
                     urgent=bool(raw["urgent"]),
                     split=str(raw["split"]),
                     category=str(raw.get("category", "")),
+                    batch=batch_of(str(raw.get("provenance", ""))),
                 )
             except (ValueError, KeyError, TypeError) as exc:
                 raise DatasetError(f"{path}:{number}: {exc}") from None
@@ -153,7 +166,11 @@ def score(items: Sequence[Item], verdicts: Sequence[Verdict]) -> Scores:
 
 def evaluate(items: Sequence[Item], judge: Callable[[str], Verdict]) -> dict[str, Scores]:
     """Scores per language and for all items together (key "all")."""
-    verdicts = [judge(item.text) for item in items]
+    return by_language(items, [judge(item.text) for item in items])
+
+
+def by_language(items: Sequence[Item], verdicts: Sequence[Verdict]) -> dict[str, Scores]:
+    """Scores of given verdicts per language and for all items together (key "all")."""
     out = {}
     for language in (*LANGUAGES, "all"):
         pairs = [

@@ -102,7 +102,13 @@ def spellings(words: Iterable[str]) -> list[str]:
 
 def match_words(text: str) -> list[str]:
     """The words of ``text`` as lexicon phrases are matched against them."""
-    return spellings(normalise(text))
+    return list(_match_words(text))
+
+
+@functools.lru_cache(maxsize=1024)
+def _match_words(text: str) -> tuple[str, ...]:
+    # Cached: the lexicon and the classifier's n-grams both read a message's words.
+    return tuple(spellings(normalise(text)))
 
 
 @dataclass(frozen=True)
@@ -238,7 +244,7 @@ def _positions(index: Mapping[str, tuple[int, ...]], present: set[str]) -> list[
     return sorted(i for word in present if word in index for i in index[word])
 
 
-def contains(words: list[str], phrase: tuple[str, ...]) -> bool:
+def contains(words: Sequence[str], phrase: tuple[str, ...]) -> bool:
     """Whether ``phrase`` occurs as consecutive whole words in ``words``."""
     if phrase[0] not in words:
         return False  # most phrases: one scan in C instead of a slice per position
@@ -289,9 +295,8 @@ class Detector:
         self.default_language = default_language
 
     def detect(self, text: str) -> Detection:
-        typed = normalise(text)
         language = guess_language(text, self.default_language)
-        words = spellings(typed)
+        words = _match_words(text)
         present = set(words)
         reasons: list[Reason] = []
         found: dict[str, float] = {}

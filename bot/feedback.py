@@ -124,7 +124,8 @@ def retrain(
     # A volunteer-labelled message identical to a held-back one would leak into the test.
     usable = [f for f in feedback if f.text.casefold() not in held_back]
     texts = [i.text for i in train_items] + [f.text for f in usable]
-    rows = features.rows(features.signals(texts))
+    signals = features.signals(texts)
+    rows = features.rows(signals)
     labels = [i.drug_related for i in train_items] + [f.drug_related for f in usable]
     urgent: list[bool | None] = [i.urgent for i in train_items] + [None] * len(usable)
     model = fit(
@@ -134,6 +135,7 @@ def retrain(
         embedder=features.embedder.name,
         feature_names=features.names,
         c=c,
+        grams=[s.grams for s in signals],
         info={
             **(info or {}),
             "train_items": len(train_items),

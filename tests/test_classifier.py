@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -10,12 +11,16 @@ import numpy as np
 import pytest
 
 from bot.classifier import (
+    CHAR_FEATURES,
+    NO_GRAMS,
     URGENT_BLIND,
     Features,
     Model,
     ModelError,
     Prototypes,
     TrainedDetector,
+    char_ngrams,
+    cross_validate_by_group,
     fit,
     lexicon_detector,
     make_detector,
@@ -54,13 +59,28 @@ def features(faq: Questions | None = FAQ_QUESTIONS) -> Features:
 
 
 def trained(threshold: float = 0.5, urgent_threshold: float = 0.5) -> TrainedDetector:
+    return TrainedDetector(
+        features(), _toy_model(), threshold=threshold, urgent_threshold=urgent_threshold
+    )
+
+
+@functools.cache
+def _toy_model() -> Model:
+    """Trained once (a few seconds): models are immutable, tests share it."""
     f = features()
     texts = [*DRUG, *CALM, *URGENT]
-    rows = f.rows(f.signals(texts))
+    signals = f.signals(texts)
     labels = [True] * len(DRUG) + [False] * len(CALM) + [True] * len(URGENT)
     urgent = [False] * (len(DRUG) + len(CALM)) + [True] * len(URGENT)
-    model = fit(rows, labels, urgent, embedder="fake", feature_names=f.names, c=1.0)
-    return TrainedDetector(f, model, threshold=threshold, urgent_threshold=urgent_threshold)
+    return fit(
+        f.rows(signals),
+        labels,
+        urgent,
+        embedder="fake",
+        feature_names=f.names,
+        c=1.0,
+        grams=[s.grams for s in signals],
+    )
 
 
 def test_rows_hold_lexicon_signals_prototype_similarity_and_the_embedding() -> None:
@@ -106,6 +126,19 @@ def test_training_records_thresholds_from_cross_validation() -> None:
     assert 0.05 <= model.info["threshold"] <= 0.95
     assert 0.05 <= model.info["urgent_threshold"] <= 0.95
     assert model.info["c"] == 1.0
+
+
+def test_asking_for_every_urgent_message_lowers_the_urgent_threshold() -> None:
+    # Urgency overlaps with calm messages in meaning: keeping all of it costs a lower bar.
+    rng = np.random.default_rng(2)
+    urgent = [bool(x) for x in rng.random(120) < 0.4]
+    meaning = np.array(urgent, dtype=float) + rng.normal(scale=0.8, size=120)
+    rows = np.column_stack([meaning, rng.normal(size=120)])
+    names = ("meaning", "noise")
+    common = {"embedder": "fake", "feature_names": names, "c": 1.0}
+    most = fit(rows, urgent, urgent, urgent_recall=0.9, **common)
+    every = fit(rows, urgent, urgent, urgent_recall=1.0, **common)
+    assert every.info["urgent_threshold"] < most.info["urgent_threshold"]
 
 
 def test_the_urgent_model_does_not_read_the_urgency_rule() -> None:
@@ -156,9 +189,111 @@ def test_a_model_survives_a_round_trip_through_its_file(tmp_path: Path) -> None:
     model.save(path)
     again = Model.load(path)
     rows = np.random.default_rng(0).normal(size=(3, len(model.mean)))
-    for mine, theirs in zip(model.scores(rows), again.scores(rows), strict=True):
+    grams = [char_ngrams(t) for t in ("xtc mix", "pizza?", "hij ademt raar")]
+    for mine, theirs in zip(model.scores(rows, grams), again.scores(rows, grams), strict=True):
         assert np.allclose(mine, theirs, atol=1e-5)
+    assert np.count_nonzero(model.char_weights) > 0
+    assert np.count_nonzero(model.urgent_char_weights) > 0
     assert again.info == model.info and again.embedder == "fake"
+    # Only the buckets training filled are stored, not all 65,536 of each regression.
+    assert path.stat().st_size < 4 * CHAR_FEATURES
+
+
+def test_character_ngrams_are_hashed_words_as_the_lexicon_sees_them() -> None:
+    index, values = char_ngrams("C0KE   coke!")
+    assert np.all((index >= 0) & (index < CHAR_FEATURES))
+    assert np.linalg.norm(values) == pytest.approx(1.0)
+    # Leetspeak undone and case folded: the two words are one, counted twice.
+    same, once = char_ngrams("coke"), char_ngrams("coke")
+    assert sorted(index) == sorted(same[0]) and np.allclose(sorted(values), sorted(once[1]))
+    assert set(char_ngrams("cokes")[0]) & set(index)  # shares most pieces with "coke"
+    assert set(char_ngrams("pizza")[0]).isdisjoint(index)
+    assert char_ngrams("!!! 🙂") is NO_GRAMS
+
+
+def test_the_ngrams_carry_what_the_other_features_miss() -> None:
+    # Rows say nothing; only the words tell the classes apart, in new spellings too.
+    drug = ["hoeveel pillen", "pillen en bier", "pillen morgen", "halve pil genoeg"] * 5
+    calm = ["lekker weer", "weer naar zee", "mooi weer vandaag", "zee en zon"] * 5
+    texts = drug + calm
+    rows = np.random.default_rng(2).normal(size=(len(texts), 3))
+    labels = [True] * len(drug) + [False] * len(calm)
+    model = fit(
+        rows,
+        labels,
+        labels,
+        embedder="fake",
+        feature_names=("a", "b", "c"),
+        c=1.0,
+        grams=[char_ngrams(t) for t in texts],
+    )
+    p, _ = model.scores(np.zeros((2, 3)), [char_ngrams("pilllen?"), char_ngrams("weeer")])
+    assert p[0] > 0.5 > p[1]
+    blind, _ = model.scores(np.zeros((2, 3)))  # without the n-grams the rows decide: a tie
+    assert abs(blind[0] - blind[1]) < 0.05
+
+
+def test_a_model_without_ngrams_still_loads_and_scores(tmp_path: Path) -> None:
+    # A version 2 file (before the n-grams) reads as a model whose n-gram weights are 0.
+    model = replace(trained().model, char_weights=np.zeros(0), urgent_char_weights=np.zeros(0))
+    path = tmp_path / "v2.npz"
+    model.save(path)
+    again = Model.load(path)
+    assert len(again.char_weights) == 0
+    rows = np.random.default_rng(0).normal(size=(2, len(model.mean)))
+    with_grams = again.scores(rows, [char_ngrams("xtc"), NO_GRAMS])
+    for mine, theirs in zip(with_grams, again.scores(rows), strict=True):
+        assert np.allclose(mine, theirs)
+    assert Model.load().info["threshold"] > 0  # the shipped file
+
+
+def test_leaving_one_group_out_judges_each_group_by_a_model_of_the_others() -> None:
+    f = features()
+    texts = [*DRUG, *CALM, *URGENT, *URGENT]
+    signals = f.signals(texts)
+    labels = [True] * len(DRUG) + [False] * len(CALM) + [True] * 2 * len(URGENT)
+    urgent = [False] * (len(DRUG) + len(CALM)) + [True] * 2 * len(URGENT)
+    groups = ["a" if k % 2 else "b" for k in range(len(texts))]
+    rule = [False] * len(texts)
+    rule[0] = True  # an urgency phrase matched: urgent whatever the model says
+    held = cross_validate_by_group(
+        f.rows(signals),
+        labels,
+        urgent,
+        rule,
+        groups,
+        feature_names=f.names,
+        grams=[s.grams for s in signals],
+        c=1.0,
+    )
+    assert [h.group for h in held] == ["b", "a"]
+    assert [len(h.flagged) for h in held] == [groups.count("b"), groups.count("a")]
+    b = held[0]
+    assert b.urgent[0] and b.flagged[0]
+    assert all(b.flagged[b.urgent])  # urgent is always flagged
+    # The same as a model trained on group "a" alone, judging group "b".
+    a_rows = [i for i, g in enumerate(groups) if g == "a"]
+    b_rows = [i for i, g in enumerate(groups) if g == "b"]
+    rows = f.rows(signals)
+    model = fit(
+        rows[a_rows],
+        [labels[i] for i in a_rows],
+        [urgent[i] for i in a_rows],
+        embedder="cv",
+        feature_names=f.names,
+        c=1.0,
+        grams=[signals[i].grams for i in a_rows],
+    )
+    p, u = model.scores(rows[b_rows], [signals[i].grams for i in b_rows])
+    assert (b.threshold, b.urgent_threshold) == (
+        model.info["threshold"],
+        model.info["urgent_threshold"],
+    )
+    marked = (u >= b.urgent_threshold) | np.array([rule[i] for i in b_rows])
+    assert list(b.urgent) == list(marked)
+    assert list(b.flagged) == list(marked | (p >= b.threshold))
+    assert sum(b.flagged[: len(DRUG) // 2]) > len(DRUG) // 4  # drug messages are found
+    assert 0.05 <= b.threshold <= 0.95
 
 
 def test_a_broken_or_foreign_model_is_refused_clearly(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bot.classifier import Model
@@ -576,6 +577,61 @@ def test_detect_train_reports_the_test_split_and_writes_a_usable_model(cli: Cli)
     assert ["before", "all"] in rows and ["after", "all"] in rows
     model = Model.load(out)
     assert model.embedder == "usem3" and model.info["train_items"] > 600
+
+
+def _small_dataset(path: Path) -> Path:
+    """Two training batches and a test split, in a few words of Dutch."""
+    drug = ["hoeveel xtc mag ik", "is coke met alcohol gevaarlijk", "ketamine dosis?", "wiet"]
+    calm = ["wie gaat mee naar zee", "lekker weer vandaag", "de trein is laat", "pizza?"]
+    urgent = ["hij ademt niet meer na de g", "ze is bewusteloos na xtc", "hij reageert niet"]
+    lines = []
+    for split, batch in (("train", ""), ("train", "; second batch"), ("test", "")):
+        for k in range(2):
+            for kind, texts in (("drug", drug), ("calm", calm), ("urgent", urgent)):
+                for text in texts:
+                    lines.append(
+                        {
+                            "id": f"nl-{len(lines):04d}",
+                            "text": f"{text} {split} {batch[2:]} {k}",
+                            "language": "nl",
+                            "drug_related": kind != "calm",
+                            "urgent": kind == "urgent",
+                            "split": split,
+                            "provenance": f"authored for peerdesk{batch}",
+                        }
+                    )
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    return path
+
+
+def test_detect_cv_leaves_each_training_batch_out(cli: Cli) -> None:
+    dataset = _small_dataset(cli.tmp_path / "small.jsonl")
+    result = cli("detect", "cv", "--dataset", str(dataset), "--compare")
+    assert result.code == 0, result.err
+    assert "train split only, 44 messages in 2 batches" in result.out
+    assert "ngrams: first batch left out (22 messages)" in result.out
+    assert "no-ngrams: second batch left out (22 messages)" in result.out
+    rows = [line.split()[:3] for line in result.out.splitlines()]
+    # Every training message judged once, no held-back one.
+    assert ["ngrams", "all", "44"] in rows and ["no-ngrams", "all", "44"] in rows
+    one = cli.tmp_path / "one.jsonl"
+    one.write_text(
+        "".join(x for x in dataset.read_text().splitlines(True) if "second" not in x),
+        encoding="utf-8",
+    )
+    alone = cli("detect", "cv", "--dataset", str(one))
+    assert alone.code != 0 and "one batch" in alone.err
+
+
+def test_detect_train_without_eval_never_judges_the_test_split(cli: Cli) -> None:
+    dataset = _small_dataset(cli.tmp_path / "small.jsonl")
+    out = cli.tmp_path / "model.npz"
+    result = cli("detect", "train", "--dataset", str(dataset), "--out", str(out), "--no-eval")
+    assert result.code == 0, result.err
+    assert "not judged on the test split" in result.out and "before" not in result.out
+    model = Model.load(out)
+    assert model.info["train_items"] == 44 and model.info["char_weight"] > 0
+    assert np.count_nonzero(model.char_weights) > 0
 
 
 def test_detect_retrain_compares_stores_and_rolls_back(cli: Cli) -> None:

@@ -12,6 +12,8 @@ from bot.detection_eval import (
     DatasetError,
     Item,
     Verdict,
+    batch_of,
+    by_language,
     evaluate,
     keyword_baseline,
     load_dataset,
@@ -93,3 +95,27 @@ def test_the_shipped_dataset_is_large_balanced_and_has_a_held_back_split() -> No
         test = select(mine, "test")
         assert 0.15 <= len(test) / len(mine) <= 0.40, language
     assert len({i.text.casefold() for i in items}) == len(items)
+
+
+def test_each_item_knows_its_batch_from_its_provenance(tmp_path: Path) -> None:
+    base = {"language": "nl", "drug_related": False, "urgent": False, "split": "train"}
+    lines = [
+        {**base, "id": "a", "text": "a", "provenance": "authored for peerdesk"},
+        {**base, "id": "b", "text": "b", "provenance": "authored; fourth batch; sport"},
+        {**base, "id": "c", "text": "c"},
+    ]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    assert [i.batch for i in load_dataset(path)] == ["first", "fourth", "first"]
+    assert batch_of("x; seventh batch") == "seventh" and batch_of("") == "first"
+    train = select(load_dataset(DEFAULT_DATASET), "train")
+    assert {i.batch for i in train} == {"first", "second", "fourth", "seventh", "ninth"}
+
+
+def test_scores_of_given_verdicts_by_language() -> None:
+    items = [item("a", drug=True), item("b", drug=False, lang="fr")]
+    verdicts = [Verdict(flagged=True, urgent=False), Verdict(flagged=True, urgent=False)]
+    scores = by_language(items, verdicts)
+    assert set(scores) == {"nl", "fr", "all"}
+    assert scores["nl"].precision == 1.0 and scores["fr"].false_pos == 1
+    assert scores["all"].precision == 0.5
