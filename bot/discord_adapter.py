@@ -15,7 +15,8 @@ stored yet is not read back: the adapter cannot tell which of its messages came 
 the admin's consent.
 
 Slash commands: ``/optin`` and ``/optout`` (scope channel or server; members with
-Manage Server only) and ``/privacy`` (info, export, delete). Their logic lives in plain
+Manage Server only), ``/privacy`` (info, export, delete), and ``/link`` and ``/unlink``
+(a volunteer's own account for urgent alerts). Their logic lives in plain
 methods (:meth:`DiscordAdapter.opt_in_command` …) that the interaction wrappers call and
 answer ephemerally; tests call those methods directly.
 
@@ -706,6 +707,17 @@ class DiscordAdapter(Adapter):
                 lambda: self.privacy_command(interaction.user, action, language),
             )
 
+        @tree.command(name="link", description="Get peerdesk's urgent alerts here (volunteers)")
+        @app_commands.describe(code="The code from your account page in the console")
+        async def link(interaction: discord.Interaction[discord.Client], code: str) -> None:
+            await self._answer(
+                interaction, "link", lambda: self.link_command(interaction.user, code)
+            )
+
+        @tree.command(name="unlink", description="Stop peerdesk's urgent alerts here")
+        async def unlink(interaction: discord.Interaction[discord.Client]) -> None:
+            await self._answer(interaction, "unlink", lambda: self.unlink_command(interaction.user))
+
         return tree
 
     async def _answer(
@@ -834,6 +846,15 @@ class DiscordAdapter(Adapter):
             said = ", ".join(f"{n} {what.replace('_', ' ')}" for what, n in counts.items())
             return ANSWERS["erased"].format(counts=said or "nothing")
         raise ValueError(f"action must be info, export or delete, not {action!r}")
+
+    async def link_command(self, user: discord.User | discord.Member, code: str) -> str:
+        """``/link``: a volunteer links this Discord account for urgent alerts by direct
+        message. The answer is ephemeral, so the code is safe even in a server channel."""
+        return await self._require_inbox().link_account(PLATFORM, str(user.id), code)
+
+    async def unlink_command(self, user: discord.User | discord.Member) -> str:
+        """``/unlink``: no more urgent alerts to this account."""
+        return await self._require_inbox().unlink_account(PLATFORM, str(user.id))
 
     # -- sending -------------------------------------------------------------------------
 

@@ -289,15 +289,16 @@ class OutgoingMessage:
 class OutboxItem:
     id: int
     reply_id: int | None
-    channel_id: int
+    channel_id: int | None  # None for an alert to a volunteer's own account
     text: str
     visibility: Visibility
     reply_to_message_id: str | None
     attempts: int
     status: OutboxStatus
-    kind: str = "reply"  # reply | notice
+    kind: str = "reply"  # reply | notice | alert
     recipient: str | None = None  # pseudonym of the person a private reply goes to
     part_ids: tuple[str, ...] = ()  # platform ids of the parts delivered so far
+    alert_link_id: int | None = None  # the volunteer's linked account an alert goes to
 
 
 @dataclass(frozen=True)

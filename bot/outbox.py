@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
+from bot import private_alerts
 from bot.adapter import (
     Adapter,
     PermanentDeliveryError,
@@ -100,11 +101,15 @@ class OutboxWorker:
             )
             return
         if item.visibility is Visibility.PRIVATE:
-            refusal = (
-                "no private address is kept for this person"
-                if delivery.recipient is None
-                else adapter.private_refusal(delivery.direct_ok)
-            )
+            refusal: str | None
+            if delivery.recipient is None:
+                refusal = (
+                    "the volunteer unlinked this account"
+                    if item.alert_link_id is not None
+                    else "no private address is kept for this person"
+                )
+            else:
+                refusal = adapter.private_refusal(delivery.direct_ok)
             if refusal:
                 await self.store.mark_failed(item.id, error=refusal)
                 return
@@ -166,6 +171,8 @@ class OutboxWorker:
             await self.store.mark_failed(item.id, error=str(exc))
             if item.recipient is not None:
                 await self.store.set_direct_ok(item.recipient, False)
+            if item.alert_link_id is not None:
+                await private_alerts.mark_unreachable(self.store, item.alert_link_id)
         except PermanentDeliveryError as exc:
             logger.error("outbox %s cannot be delivered: %s", item.id, exc)
             await self.store.mark_failed(item.id, error=str(exc))

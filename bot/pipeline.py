@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
+from bot import private_alerts
 from bot.detector import MessageDetector
 from bot.events import Broadcaster, CaseEvent, CaseEventKind
 from bot.faq import FAQ
@@ -28,6 +29,7 @@ from bot.models import (
     StoredMessage,
     utcnow,
 )
+from bot.private_alerts import PrivateAlerts
 from bot.pseudonym import Pseudonymizer
 from bot.settings import Settings
 from bot.store import Store, SuggestionRow
@@ -88,6 +90,21 @@ class IngestResult:
     case_id: int | None
 
 
+# What the bot answers to /link and /unlink (volunteers; the console is where they read
+# the rest in their language).
+LINK_ANSWERS = {
+    "off": "Urgent alerts by private message are switched off in this peerdesk.",
+    "not_private": "Send /link CODE to me in a private chat, not in a group. That code no "
+    "longer works: get a new one on your account page in the console.",
+    "unknown": "This code is unknown, used or expired. Get a new one on your account page "
+    f"in the console: a code works once, for {private_alerts.LINK_CODE_MINUTES} minutes.",
+    "linked": "Linked to {username}. While you are on duty, urgent cases nobody has claimed "
+    "will alert you here. Send /unlink to stop.",
+    "unlinked": "Unlinked: no more urgent alerts here.",
+    "not_linked": "This account is not linked to anyone in peerdesk.",
+}
+
+
 class Pipeline:
     def __init__(
         self,
@@ -99,9 +116,12 @@ class Pipeline:
         prompts: Prompts,
         settings: Settings,
         events: Broadcaster | None = None,
+        alerts: PrivateAlerts | None = None,
     ) -> None:
         self.store = store
         self.events = events
+        # Urgent alerts by private message to the volunteers on duty (bot.private_alerts).
+        self.alerts = alerts
         self.detector = detector
         self.faq = faq
         self.pseudonymize = pseudonymize
@@ -275,6 +295,28 @@ class Pipeline:
         Telegram bot may not write first). Recorded only if their address is kept."""
         await self.store.set_direct_ok(self.pseudonymize(platform, user_id), True)
 
+    async def link_account(
+        self, platform: str, user_id: str, code: str, *, private: bool = True
+    ) -> str:
+        """``/link CODE``: a volunteer links their own account for urgent alerts (see
+        :mod:`bot.private_alerts`). Returns the answer to show them. A code shown in a
+        group (``private`` False) is spent without linking: others have seen it."""
+        if not self.settings.console.private_alerts:
+            return LINK_ANSWERS["off"]
+        if not private:
+            await private_alerts.discard(self.store, code)
+            return LINK_ANSWERS["not_private"]
+        user = await private_alerts.redeem(self.store, code, platform, user_id)
+        if user is None:
+            return LINK_ANSWERS["unknown"]
+        logger.info("a volunteer linked their %s account for urgent alerts", platform)
+        return LINK_ANSWERS["linked"].format(username=user.username)
+
+    async def unlink_account(self, platform: str, user_id: str) -> str:
+        """``/unlink``: this account gets no more urgent alerts. Returns the answer."""
+        done = await private_alerts.unlink_account(self.store, platform, user_id)
+        return LINK_ANSWERS["unlinked" if done else "not_linked"]
+
     async def export_person(self, platform: str, user_id: str) -> dict[str, Any]:
         """What is stored about one person (``/privacy export``)."""
         return await self.store.person_data(self.pseudonymize(platform, user_id))
@@ -282,6 +324,9 @@ class Pipeline:
     async def erase_person(self, platform: str, user_id: str) -> dict[str, int]:
         """Delete everything about one person (``/privacy delete``)."""
         counts = await self.store.erase_person(self.pseudonymize(platform, user_id))
+        # A volunteer's own account linked for urgent alerts is theirs to erase too.
+        if await private_alerts.unlink_account(self.store, platform, user_id):
+            logger.info("erasure on request: the account no longer gets urgent alerts")
         logger.info("erased a person's data on request: %s", counts)
         return counts
 
@@ -363,4 +408,9 @@ class Pipeline:
             case_id,
             urgent=detection.urgent,
         )
+        if detection.urgent and self.alerts is not None:
+            try:
+                await self.alerts.alert(case_id)
+            except Exception:  # the message is filed; the minute's check alerts again
+                logger.exception("urgent alerts for case %s not queued", case_id)
         return detection, case_id

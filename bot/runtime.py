@@ -31,6 +31,7 @@ from bot.leader import Leader
 from bot.models import utcnow
 from bot.outbox import OutboxWorker
 from bot.pipeline import Pipeline
+from bot.private_alerts import PrivateAlerts
 from bot.pseudonym import Pseudonymizer
 from bot.settings import Settings
 from bot.store import Store, StoreError
@@ -66,6 +67,8 @@ class Runtime:
     # Platforms configured but run by another process (a `peerdesk console` beside a
     # `peerdesk bot`): /healthz says so instead of "connecting".
     elsewhere: set[str] = field(default_factory=set)
+    # Urgent alerts by private message to volunteers' own accounts (bot.private_alerts).
+    alerts: PrivateAlerts | None = None
 
     async def maintain(self, *, shared: bool = True) -> None:
         """Housekeeping that runs at start and then every minute. Once across instances
@@ -114,6 +117,9 @@ class Runtime:
             if now - self.alerted.get(case_id, opened) >= every:
                 self.alerted[case_id] = now
                 self.events.publish(CaseEvent(CaseEventKind.ALERT, case_id, urgent=True))
+        if self.alerts is not None and unclaimed:
+            # One alert a round per case and volunteer, whichever instance queues it.
+            await self.alerts.alert_all(sorted(unclaimed), now=now)
 
     async def close(self) -> None:
         self.events.close()
@@ -245,7 +251,9 @@ async def build_runtime(settings: Settings, *, demo: bool = False) -> Runtime:
         await detector.refresh(store)
         events = make_broadcaster(store)
         await events.start()
+        alerts = PrivateAlerts(store, settings, Prompts())
         pipeline = Pipeline(
+            alerts=alerts,
             events=events,
             store=store,
             detector=detector,
@@ -264,6 +272,7 @@ async def build_runtime(settings: Settings, *, demo: bool = False) -> Runtime:
             adapters[demo_adapter.platform] = demo_adapter
         adapters.update(await platform_adapters(store, settings))
         outbox = OutboxWorker(store, adapters, settings.outbox)
+        alerts.wake = outbox.wakeup.set
     except BaseException:
         if events is not None:
             await events.stop()
@@ -282,4 +291,5 @@ async def build_runtime(settings: Settings, *, demo: bool = False) -> Runtime:
         events=events,
         leader=Leader(plain_dsn(store)),
         degraded=degraded,
+        alerts=alerts,
     )

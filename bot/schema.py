@@ -283,13 +283,42 @@ replies = sa.Table(
     sa.Index(None, "case_id"),
 )
 
+# A volunteer's own Telegram or Discord account, linked by them (``/link CODE`` to the
+# bot) so that urgent cases can alert them by private message while they are on duty.
+# Unlinking keeps the row (who, when) but forgets the platform address.
+alert_links = sa.Table(
+    "alert_links",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("user_id", sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("platform", sa.String(20), nullable=False),
+    sa.Column("platform_user_id", sa.String(100), nullable=False),
+    sa.Column("linked_at", UTCDateTime, nullable=False),
+    sa.Column("unlinked_at", UTCDateTime),
+    # The platform refused a private message (the volunteer blocked the bot).
+    sa.Column("unreachable_at", UTCDateTime),
+    sa.UniqueConstraint("user_id", "platform"),
+)
+
+# One-time codes shown in the console and sent to the bot as ``/link CODE``; only their
+# SHA-256 is kept, and a code works once, for ``LINK_CODE_MINUTES``.
+link_codes = sa.Table(
+    "link_codes",
+    metadata,
+    sa.Column("code_hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+)
+
 outbox = sa.Table(
     "outbox",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("reply_id", sa.ForeignKey("replies.id"), unique=True),
-    sa.Column("channel_id", sa.ForeignKey("channels.id"), nullable=False),
-    sa.Column("kind", sa.String(20), nullable=False),  # reply | notice
+    # None for an urgent alert to a volunteer's own account (``alert_link_id``).
+    sa.Column("channel_id", sa.ForeignKey("channels.id")),
+    sa.Column("kind", sa.String(20), nullable=False),  # reply | notice | alert
     sa.Column("text", sa.Text, nullable=False),
     sa.Column("visibility", sa.String(10), nullable=False),
     sa.Column("reply_to_message_id", sa.String(100)),
@@ -305,7 +334,11 @@ outbox = sa.Table(
     sa.Column("part_ids", sa.JSON),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("sent_at", UTCDateTime),
+    sa.Column("alert_link_id", sa.ForeignKey("alert_links.id", name="fk_outbox_alert_link_id")),
+    # case:volunteer:round of an alert, so that two instances never send the same one.
+    sa.Column("alert_key", sa.String(100)),
     sa.Index(None, "status", "next_attempt_at"),
+    sa.UniqueConstraint("alert_key", name="uq_outbox_alert_key"),
 )
 
 audit_events = sa.Table(

@@ -87,6 +87,12 @@ def _check_timezone(value: Any) -> str | None:
     return None
 
 
+def _check_http_url(value: Any) -> str | None:
+    if isinstance(value, str) and (value == "" or value.startswith(("http://", "https://"))):
+        return None
+    return f"expected an http:// or https:// URL, got {value!r}"
+
+
 def _check_database_url(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
@@ -175,6 +181,20 @@ class ConsoleSettings:
         "Europe/Amsterdam or UTC); each person sees them written the way of their "
         "interface language. Stored times and the API stay in UTC.",
         check=_check_timezone,
+    )
+    public_url: str = setting(
+        "",
+        "The console's address as volunteers open it (https://desk.example.org), for the "
+        "links in urgent alerts sent by private message. Empty: alerts name the case "
+        "without a link.",
+        check=_check_http_url,
+    )
+    private_alerts: bool = setting(
+        True,
+        "Let volunteers link their own Telegram or Discord account (their account page, "
+        "then /link CODE to the bot) to get urgent alerts there by private message while "
+        "on duty. An alert names the case and how long it has waited, never the chat's "
+        "words.",
     )
 
 
@@ -378,12 +398,6 @@ class DemoSettings:
         "In demo mode, also suggest FAQ entries still in review (the seed FAQ is), "
         "labelled as such.",
     )
-
-
-def _check_http_url(value: Any) -> str | None:
-    if isinstance(value, str) and (value == "" or value.startswith(("http://", "https://"))):
-        return None
-    return f"expected an http:// or https:// URL, got {value!r}"
 
 
 def _check_webhook_path(value: Any) -> str | None:

@@ -194,6 +194,39 @@ def _outbox_from_row(row: Row[Any]) -> OutboxItem:
         kind=row.kind,
         recipient=row.recipient,
         part_ids=tuple(row.part_ids or ()),
+        alert_link_id=row.alert_link_id,
+    )
+
+
+def _delivery_from_row(r: Row[Any]) -> Delivery:
+    item = _outbox_from_row(r)
+    if item.alert_link_id is not None:
+        # An alert goes to the volunteer's own account, privately; an unlinked account
+        # (no address left) or one that refused the bot is not written to.
+        address = None if r.unlinked_at is not None else r.link_user_id
+        return Delivery(
+            item=item,
+            channel=ChannelRef(
+                platform=r.link_platform,
+                chat_id=address or "",
+                title="urgent alerts",
+                kind="direct",
+            ),
+            recipient=address or None,
+            direct_ok=r.unreachable_at is None,
+        )
+    return Delivery(
+        item=item,
+        channel=ChannelRef(
+            platform=r.platform,
+            chat_id=r.chat_id,
+            title=r.title,
+            kind=r.channel_kind,
+            language=r.channel_language,
+            server_id=r.server_id,
+        ),
+        recipient=r.platform_user_id,
+        direct_ok=r.direct_ok,
     )
 
 
@@ -1485,29 +1518,19 @@ class Store:
                         t.contacts.c.platform_user_id,
                         t.contacts.c.direct_ok,
                         t.channels.c.server_id,
+                        t.alert_links.c.platform.label("link_platform"),
+                        t.alert_links.c.platform_user_id.label("link_user_id"),
+                        t.alert_links.c.unlinked_at,
+                        t.alert_links.c.unreachable_at,
                     )
-                    .join(t.channels, t.channels.c.id == t.outbox.c.channel_id)
+                    .outerjoin(t.channels, t.channels.c.id == t.outbox.c.channel_id)
                     .outerjoin(t.contacts, t.contacts.c.pseudonym == t.outbox.c.recipient)
+                    .outerjoin(t.alert_links, t.alert_links.c.id == t.outbox.c.alert_link_id)
                     .where(t.outbox.c.id.in_(ids))
                     .order_by(t.outbox.c.id)
                 )
             ).all()
-        return [
-            Delivery(
-                item=_outbox_from_row(r),
-                channel=ChannelRef(
-                    platform=r.platform,
-                    chat_id=r.chat_id,
-                    title=r.title,
-                    kind=r.channel_kind,
-                    language=r.channel_language,
-                    server_id=r.server_id,
-                ),
-                recipient=r.platform_user_id,
-                direct_ok=r.direct_ok,
-            )
-            for r in rows
-        ]
+        return [_delivery_from_row(r) for r in rows]
 
     async def renew_lease(self, outbox_id: int, *, attempts: int, until: datetime) -> bool:
         """Extend the lease of a row this worker claimed, just before sending it. False

@@ -163,6 +163,10 @@ def _when(message: Message) -> datetime:
     return date if date.tzinfo else date.replace(tzinfo=UTC)
 
 
+# The commands the bot answers; anything else starting with / is a message like others.
+COMMANDS = ("optin", "optout", "privacy", "start", "help", "link", "unlink")
+
+
 class TelegramAdapter(Adapter):
     platform = PLATFORM
     max_text_chars = 4096
@@ -446,7 +450,7 @@ class TelegramAdapter(Adapter):
         name, _, target = head[1:].partition("@")
         if target and self.username and target.casefold() != self.username.casefold():
             return None  # a command for another bot in the group
-        if name.casefold() not in ("optin", "optout", "privacy", "start", "help"):
+        if name.casefold() not in COMMANDS:
             return None
         return name.casefold(), [a.casefold() for a in args]
 
@@ -478,12 +482,32 @@ class TelegramAdapter(Adapter):
         if name == "privacy":
             await self._privacy(inbox, message, ref, args, language)
             return
+        if name in ("link", "unlink"):
+            await self._link(inbox, message, ref, name, args)
+            return
         # /start and /help: a private chat with the bot begins; say what it is. From now
         # on Telegram lets the bot write to this person.
         if ref.kind == "direct":
             if message.from_user is not None:
                 await inbox.reachable(PLATFORM, str(message.from_user.id))
             await self._answer(message, inbox.text("privacy_notice", language))
+
+    async def _link(
+        self, inbox: Inbox, message: Message, ref: ChannelRef, name: str, args: list[str]
+    ) -> None:
+        """``/link CODE`` and ``/unlink``: a volunteer's own account for urgent alerts."""
+        user = message.from_user
+        if user is None or user.is_bot:
+            return
+        if name == "unlink":
+            answer = await inbox.unlink_account(PLATFORM, str(user.id))
+        elif not args:
+            answer = "Send /link followed by the code from your account page in the console."
+        else:
+            answer = await inbox.link_account(
+                PLATFORM, str(user.id), "".join(args), private=ref.kind == "direct"
+            )
+        await self._answer(message, answer)
 
     async def is_admin(self, message: Message) -> bool:
         """Whether the sender may switch peerdesk on or off in this group (asked of

@@ -16,7 +16,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bot.adapter import WebhookHandler
 from bot.runtime import Runtime
 from bot.store import NotFound
-from console import answers, api, detection_pages, faq_pages, i18n, language, notes, pages, queue
+from console import (
+    account,
+    answers,
+    api,
+    detection_pages,
+    faq_pages,
+    i18n,
+    language,
+    notes,
+    pages,
+    queue,
+)
 from console import channels as channel_pages
 from console import people as people_pages
 from console.audit import router as audit_router
@@ -174,6 +185,7 @@ def create_app(rt: Runtime) -> FastAPI:
     app.include_router(language.router)
     app.include_router(people_pages.router)
     app.include_router(channel_pages.router)
+    app.include_router(account.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), "static")
     app.add_middleware(i18n.LanguageMiddleware)  # inside the session: it reads the choice
     app.add_middleware(

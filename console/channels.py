@@ -14,6 +14,7 @@ from bot import channel_admin
 from bot.models import Role, User
 from bot.settings import LANGUAGES
 from console.auth import require, runtime
+from console.i18n import gettext as _
 from console.pages import render
 
 router = APIRouter()
@@ -58,12 +59,17 @@ async def watch(
             runtime(request).store, channel_id, paused == "1", by=user.id
         )
     except channel_admin.ChannelAdminError as exc:
-        return _done(request, "error", f"Not changed: {exc}.")
+        return _done(request, "error", _("Not changed: %(why)s.", why=exc))
     if info.paused_at is not None:
         return _done(
-            request, "ok", f"Paused: nothing from {info.title} is read or stored until you resume."
+            request,
+            "ok",
+            _(
+                "Paused: nothing from %(title)s is read or stored until you resume.",
+                title=info.title,
+            ),
         )
-    return _done(request, "ok", f"Watching {info.title} again, from now on.")
+    return _done(request, "ok", _("Watching %(title)s again, from now on.", title=info.title))
 
 
 def _days(value: str, name: str) -> int | None:
@@ -98,8 +104,8 @@ async def channel_settings(
             by=user.id,
         )
     except channel_admin.ChannelAdminError as exc:
-        return _done(request, "error", f"Not saved: {exc}.")
-    return _done(request, "ok", f"Saved the settings of {info.title}.")
+        return _done(request, "error", _("Not saved: %(why)s.", why=exc))
+    return _done(request, "ok", _("Saved the settings of %(title)s.", title=info.title))
 
 
 # -- the API --------------------------------------------------------------------------------------

@@ -18,9 +18,10 @@ TEMPLATES = (
     "privacy_notice",
     "dm_acknowledgement",
     "reply_footer",
+    "urgent_alert",
 )
 # Bumped whenever a notice's wording changes, so consent records say which text was shown.
-NOTICE_VERSION = "2026-11-24"
+NOTICE_VERSION = "2026-11-25"
 
 _DIR = Path(__file__).parent
 

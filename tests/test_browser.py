@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import sqlalchemy as sa
 
+from bot import schema
 from bot.models import Role, Visibility
 from bot.passwords import hash_password
 from bot.runner import run
@@ -604,3 +606,47 @@ def test_an_expert_edits_an_faq_entry_previews_saves_and_publishes(
     history = page.locator("ol.history li")
     assert history.count() == 3  # the seed, the edit, the publication
     assert "max" in history.first.inner_text()
+
+
+def test_a_volunteer_links_their_phone_for_urgent_alerts(page: Any, console: Console) -> None:
+    console.add_user("lina")
+    console.call(_runs_telegram)
+    log_in(page, "lina")
+    page.get_by_role("link", name="lina · volunteer").click()
+    page.wait_for_url("**/account")
+    assert page.get_by_text("Telegram: not linked").is_visible()
+    assert axe_violations(page) == []
+    page.get_by_role("button", name="Go on duty").click()
+    page.wait_for_url("**/account")
+    page.get_by_role("button", name="Get a code to link an account").click()
+    code = page.locator("code.link-code").inner_text()
+    assert page.get_by_text(f"/link {code}").is_visible()
+    assert axe_violations(page) == []
+
+    async def link(rt: Runtime) -> str:
+        return await rt.pipeline.link_account("telegram", "4242", code)
+
+    assert console.call(link).startswith("Linked to lina.")
+    page.goto("/account")
+    assert page.get_by_text("Telegram: linked since").is_visible()
+    case_id = console.post("mijn vriend wordt niet wakker na G", author="a-urgent")
+
+    async def alerts(rt: Runtime) -> list[str]:
+        async with rt.store.engine.connect() as conn:
+            rows = await conn.execute(sa.select(schema.outbox.c.text, schema.outbox.c.kind))
+            return [r.text for r in rows if r.kind == "alert"]
+
+    [alert] = console.call(alerts)
+    assert f"urgent case {case_id} (fake)" in alert
+    page.get_by_role("button", name="Unlink").click()
+    assert page.get_by_text("Unlinked: no more urgent alerts on Telegram.").is_visible()
+    assert console.call(alerts) == []  # not sent yet, so not sent at all
+    console.call(_runs_telegram_no_more)
+
+
+async def _runs_telegram(rt: Runtime) -> None:
+    rt.elsewhere.add("telegram")  # as if a `peerdesk bot` process ran Telegram
+
+
+async def _runs_telegram_no_more(rt: Runtime) -> None:
+    rt.elsewhere.discard("telegram")

@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from discord.ext.test import backend, factories
 
-from bot import schema
+from bot import private_alerts, schema
 from bot.adapter import (
     Inbox,
     PermanentDeliveryError,
@@ -83,6 +83,7 @@ class Recorder:
     failures: deque[Exception] = field(default_factory=deque)  # for the next ingests
     delete_failures: deque[Exception] = field(default_factory=deque)
     changes: bool = True
+    links: list[tuple[str, str, str, bool]] = field(default_factory=list)
 
     async def ingest(self, message: IncomingMessage) -> IngestResult | None:
         if self.failures:
@@ -125,6 +126,16 @@ class Recorder:
     async def watched_channels(self, platform: str) -> list[tuple[ChannelRef, str | None]]:
         self.watched_calls += 1
         return list(self.watched)
+
+    async def link_account(
+        self, platform: str, user_id: str, code: str, *, private: bool = True
+    ) -> str:
+        self.links.append((platform, user_id, code, private))
+        return f"linked {code}"
+
+    async def unlink_account(self, platform: str, user_id: str) -> str:
+        self.links.append((platform, user_id, "", False))
+        return "unlinked"
 
     def text(self, name: str, language: str | None, **context: Any) -> str:
         return f"{name}/{language}"
@@ -482,7 +493,7 @@ async def test_the_slash_commands_are_registered_with_their_options(
 ) -> None:
     adapter, _ = attached
     commands = {c.name: c for c in adapter.tree.get_commands()}
-    assert sorted(commands) == ["optin", "optout", "privacy"]
+    assert sorted(commands) == ["link", "optin", "optout", "privacy", "unlink"]
 
     def options(name: str) -> list[tuple[str, bool, list[str | int | float]]]:
         command = commands[name]
@@ -495,6 +506,8 @@ async def test_the_slash_commands_are_registered_with_their_options(
     ]
     assert options("optout") == [("scope", True, ["channel", "server"])]
     assert options("privacy") == [("action", True, ["info", "export", "delete"])]
+    assert options("link") == [("code", True, [])]
+    assert options("unlink") == []
 
 
 async def test_an_admin_opts_a_channel_and_a_server_in_and_out(
@@ -581,6 +594,17 @@ async def test_privacy_export_says_so_when_the_person_refuses_direct_messages(
     adapter, _ = attached
     fail_sends(monkeypatch, world.client, http_error(discord.Forbidden, 403, 50007))
     assert await adapter.privacy_command(world.bob, "export") == ANSWERS["export_no_dm"]
+
+
+async def test_link_and_unlink_name_the_persons_own_account(
+    world: World, attached: tuple[DiscordAdapter, Recorder]
+) -> None:
+    adapter, inbox = attached
+    assert await adapter.link_command(world.bob, "ABCD-EFGH") == "linked ABCD-EFGH"
+    assert await adapter.unlink_command(world.bob) == "unlinked"
+    bob = str(world.bob.id)
+    # The answer is ephemeral: a code typed in a server channel is seen by nobody else.
+    assert inbox.links == [("discord", bob, "ABCD-EFGH", True), ("discord", bob, "", False)]
 
 
 # -- sending ----------------------------------------------------------------------------------
@@ -885,7 +909,13 @@ async def test_start_logs_in_registers_commands_and_catches_up_on_ready_and_resu
     try:
         assert adapter.client is not None and adapter.client.is_ready()
         assert adapter.state() == "connected"
-        assert sorted(c["name"] for c in fake.commands or []) == ["optin", "optout", "privacy"]
+        assert sorted(c["name"] for c in fake.commands or []) == [
+            "link",
+            "optin",
+            "optout",
+            "privacy",
+            "unlink",
+        ]
         await eventually(lambda: inbox.watched_calls == 1)
 
         await fake.reconnect()
@@ -1076,3 +1106,28 @@ def test_state_before_start_is_stopped() -> None:
 
     adapter = DiscordAdapter(DiscordSettings(token=Secret("x")))
     assert adapter.state() == "stopped"
+
+
+async def test_an_urgent_alert_reaches_a_linked_volunteer_by_direct_message(
+    runtime: Runtime, world: World, live: DiscordAdapter
+) -> None:
+    await live.opt_in_command(world.ann, world.general, "channel", "nl")
+    assert await runtime.outbox.run_once() == 1
+    dpytest.get_message()  # the opt-in notice
+    volunteer = await runtime.store.add_user("vera", "hash", Role.VOLUNTEER)
+    await runtime.store.set_on_duty(volunteer.id, True)
+    await runtime.store.set_user_language(volunteer.id, "nl")  # alerts come in it
+    code = await private_alerts.new_code(runtime.store, volunteer.id)
+    assert (await live.link_command(world.ann, code)).startswith("Linked to vera.")
+
+    await dpytest.message("mijn vriend wordt niet wakker na G", world.general, world.bob)
+    (case,) = await runtime.store.list_cases()
+    assert case.urgent
+    async with asyncio.timeout(WAIT):  # the alert is queued just after the case
+        while await runtime.outbox.run_once() == 0:  # noqa: ASYNC110 (polls the outbox)
+            await asyncio.sleep(0.01)
+    alert = dpytest.get_message()
+    assert alert.channel == world.ann.dm_channel
+    assert f"dringende casus {case.id} (Discord)" in alert.content
+    assert "wakker" not in alert.content
+    assert no_more_sent()

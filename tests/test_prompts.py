@@ -8,6 +8,14 @@ import pytest
 from prompts import LANGUAGES, TEMPLATES, Prompts
 
 TITLE = "Festival Crew 2026"
+# Everything any template may ask for.
+CONTEXT = {
+    "channel_title": TITLE,
+    "case_id": 42,
+    "platform": "Telegram",
+    "minutes": 12,
+    "url": "https://desk.example.org/cases/42",
+}
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +28,7 @@ def prompts() -> Prompts:
 def test_every_template_renders_in_every_language(
     prompts: Prompts, name: str, language: str
 ) -> None:
-    text = prompts.render(name, language, channel_title=TITLE)
+    text = prompts.render(name, language, **CONTEXT)
 
     assert text != ""
     assert text == text.strip()
@@ -38,7 +46,7 @@ def test_channel_title_is_inserted(prompts: Prompts, name: str, language: str) -
 
 @pytest.mark.parametrize("name", TEMPLATES)
 def test_languages_are_really_translated(prompts: Prompts, name: str) -> None:
-    texts = {lang: prompts.render(name, lang, channel_title=TITLE) for lang in LANGUAGES}
+    texts = {lang: prompts.render(name, lang, **CONTEXT) for lang in LANGUAGES}
 
     assert len(set(texts.values())) == len(LANGUAGES)
 
@@ -82,3 +90,14 @@ def test_optin_notice_mentions_the_emergency_number(prompts: Prompts, language: 
     text = prompts.render("optin_notice", language, channel_title=TITLE)
 
     assert "112" in text
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_an_urgent_alert_names_the_case_and_links_only_when_it_can(
+    prompts: Prompts, language: str
+) -> None:
+    text = prompts.render("urgent_alert", language, **CONTEXT)
+    assert "42" in text and "(Telegram)" in text and "12 min" in text
+    assert CONTEXT["url"] in text and "/unlink" in text
+    plain = prompts.render("urgent_alert", language, **{**CONTEXT, "url": ""})
+    assert "http" not in plain and "\n\n" not in plain

@@ -648,6 +648,20 @@ async def test_database_unreachable_mid_ingest_loses_no_update(
             await _until(confirmed, 120)
             assert proc.returncode is None  # it kept running through the outage
             took = time.monotonic() - started
+
+            # A message the outage caught between storing and filing is filed by the
+            # minute's recovery: wait for it (at most one round) before stopping.
+            watcher = Store(database_url)
+
+            async def filed() -> bool:
+                async with watcher.engine.connect() as conn:
+                    count = await conn.scalar(sa.select(sa.func.count()).select_from(t.cases))
+                return count == flagged
+
+            try:
+                await _until(filed, 90)
+            finally:
+                await watcher.close()
         finally:
             await _stop(proc, tmp_path / "peerdesk.log")
     cases = await _each_stored_once(database_url, updates, flagged)
@@ -660,7 +674,10 @@ async def test_database_unreachable_mid_ingest_loses_no_update(
     log = (tmp_path / "peerdesk.log").read_text(errors="replace").splitlines()
     failing = [line for line in log if "still failing" in line]
     assert len(log) < 600 and len(failing) < 60, f"{len(log)} log lines: {log[-30:]}"
-    assert any("works again" in line for line in log)
+    # And the recovery shows: the adapter's retry says it works again or, when the outage
+    # fell between storing a message and filing it (seen in CI on a loaded machine), the
+    # pipeline said so and the minute's recovery filed it (each stored once, above).
+    assert any("works again" in line or "stored but not processed" in line for line in log)
     print(
         f"\n{len(log)} log lines, {len(failing)} of them 'still failing'; "
         f"{updates} updates at {rate}/s, database unreachable for "

@@ -83,6 +83,9 @@ RULES: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/queue"): LOGGED_IN,
     ("GET", "/queue/rows"): LOGGED_IN,
     ("POST", "/duty"): LOGGED_IN,
+    ("GET", "/account"): LOGGED_IN,
+    ("POST", "/account/code"): LOGGED_IN,
+    ("POST", "/account/unlink"): LOGGED_IN,
     ("GET", "/cases/{case_id}"): LOGGED_IN,
     # The claim rules (console/claims.py) refuse an untrained volunteer with 403.
     ("POST", "/cases/{case_id}/claim"): TRAINED,
@@ -161,6 +164,7 @@ RULES: dict[tuple[str, str], frozenset[str] | str] = {
 FORMS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/login"): {"data": {"username": "volunteer", "password": "wrong password"}},
     ("POST", "/duty"): {"data": {"on_duty": "0", "next": "/queue"}},
+    ("POST", "/account/unlink"): {"data": {"platform": "telegram"}},
     ("POST", "/cases/{case_id}/claim"): {"data": {"next": "/queue"}},
     ("POST", "/cases/{case_id}/release"): {"data": {"next": "/queue"}},
     ("POST", "/cases/{case_id}/assign"): {"data": {"assignee": ""}},

@@ -7,12 +7,14 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from bot import private_alerts
 from bot.adapter import (
     PermanentDeliveryError,
     PlatformUnavailable,
@@ -25,7 +27,14 @@ from bot.settings import Secret, TelegramSettings
 from bot.telegram_adapter import TelegramAdapter, TelegramStartError
 from console.replies import ReplyRefused, send_reply
 from tests.conftest import add_user
-from tests.fake_telegram import ANONYMOUS_ADMIN_ID, BOT_USERNAME, TOKEN, FakeBotAPI, Fault
+from tests.fake_telegram import (
+    ANONYMOUS_ADMIN_ID,
+    BOT_USERNAME,
+    TOKEN,
+    FakeBotAPI,
+    Fault,
+    SentMessage,
+)
 
 GROUP_ID = -1001234
 ADMIN = FakeBotAPI.user(11, "Alex")
@@ -448,6 +457,66 @@ async def test_a_blocked_private_reply_fails_with_its_reason(
     (reply,) = (await runtime.store.get_case(case_id)).replies
     assert reply.status is ReplyStatus.FAILED
     assert reply.error is not None and "can't initiate conversation" in reply.error
+
+
+VOLUNTEER = FakeBotAPI.user(33, "Vera")
+URGENT = "mijn vriend wordt niet wakker na G, hij ademt raar"
+
+
+async def test_a_linked_volunteer_on_duty_gets_urgent_alerts_privately(
+    fake: FakeBotAPI, runtime: Runtime, telegram: TelegramAdapter
+) -> None:
+    await opted_in_group(fake, runtime)
+    vera = await add_user(runtime, "vera")
+    await runtime.store.set_on_duty(vera.id, True)
+    code = await private_alerts.new_code(runtime.store, vera.id)
+    chat = FakeBotAPI.private(VOLUNTEER)
+    fake.say(chat, VOLUNTEER, f"/link {code.lower()}")  # as typed on a phone
+    await until(lambda: [m for m in fake.sent if m.text.startswith("Linked to vera.")])
+    assert await runtime.store.list_cases() == []  # /link is no question
+
+    fake.say(FakeBotAPI.group(GROUP_ID), MEMBER, URGENT)
+    case_id = await only_case(runtime)
+
+    async def alerts_to_vera() -> list[SentMessage]:
+        await runtime.outbox.run_once()  # (the alert is queued just after the case)
+        return [
+            m
+            for m in fake.sent
+            if m.chat_id == VOLUNTEER["id"] and m.text.startswith("peerdesk: urgent case")
+        ]
+
+    [alert] = await until(alerts_to_vera)
+    assert f"urgent case {case_id} (Telegram)" in alert.text
+    assert "wakker" not in alert.text and alert.reply_to is None
+
+    # Vera blocks the bot: the next round's alert is refused, and the account is marked.
+    fake.started_bot.discard(VOLUNTEER["id"])
+    alerts = runtime.alerts
+    assert alerts is not None
+    [opened] = (await runtime.store.unclaimed_urgent_cases()).values()
+    later = opened + timedelta(minutes=runtime.settings.console.alert_minutes, seconds=1)
+    assert await alerts.alert(case_id, now=later) == 1
+    runtime.outbox.clock = lambda: later
+    await runtime.outbox.run_once()
+    [link] = await private_alerts.links(runtime.store, vera.id)
+    assert not link.reachable
+
+    fake.say(chat, VOLUNTEER, "/unlink")
+    await until(lambda: [m for m in fake.sent if m.text.startswith("Unlinked")])
+    assert await private_alerts.links(runtime.store, vera.id) == []
+
+
+async def test_a_link_code_sent_in_a_group_is_spent(
+    fake: FakeBotAPI, runtime: Runtime, telegram: TelegramAdapter
+) -> None:
+    vera = await add_user(runtime, "vera")
+    code = await private_alerts.new_code(runtime.store, vera.id)
+    fake.say(FakeBotAPI.group(GROUP_ID), VOLUNTEER, f"/link {code}")
+    await until(lambda: [m for m in fake.sent if "not in a group" in m.text])
+    fake.say(FakeBotAPI.private(VOLUNTEER), VOLUNTEER, f"/link {code}")
+    await until(lambda: [m for m in fake.sent if m.text.startswith("This code is unknown")])
+    assert await private_alerts.links(runtime.store, vera.id) == []
 
 
 async def test_privacy_export_and_delete_in_a_private_chat(
