@@ -32,7 +32,7 @@ from bot.models import (
 from bot.private_alerts import PrivateAlerts
 from bot.pseudonym import Pseudonymizer
 from bot.settings import Settings
-from bot.store import Store, SuggestionRow
+from bot.store import AlreadyProcessed, Store, SuggestionRow
 from knowledge_base import Hit
 from prompts import NOTICE_VERSION, Prompts
 
@@ -127,6 +127,14 @@ class Pipeline:
         self.pseudonymize = pseudonymize
         self.prompts = prompts
         self.settings = settings
+
+    async def _filed_elsewhere(
+        self, message_id: int, detection: Detection
+    ) -> tuple[Detection, int | None]:
+        """Another worker processed the message while this one detected it: that one
+        published and alerted; this one answers with the case the message is in."""
+        logger.debug("message %s was processed by another worker", message_id)
+        return detection, (await self.store.get_message(message_id)).case_id
 
     def _publish(self, kind: CaseEventKind, case_id: int, *, urgent: bool = False) -> None:
         if self.events is not None:
@@ -378,7 +386,10 @@ class Pipeline:
                 active_since=utcnow() - window,
             )
         if not detection.flagged and case_id is None and not direct:
-            await self.store.record_detection(stored.id, detection)
+            try:
+                await self.store.record_detection(stored.id, detection)
+            except AlreadyProcessed:
+                return await self._filed_elsewhere(stored.id, detection)
             return detection, None
         known_case = case_id is not None
         suggestions = None
@@ -395,14 +406,17 @@ class Pipeline:
                 SuggestionRow(h.entry.id, rank, h.score, _why(h))
                 for rank, h in enumerate(hits, start=1)
             ] or None  # nothing matched: keep what the case had
-        case_id = await self.store.file_message(
-            stored.id,
-            detection,
-            case_id=case_id,
-            suggestions=suggestions,
-            notice=notice,
-            reopen=direct and stored.case_id is None,
-        )
+        try:
+            case_id = await self.store.file_message(
+                stored.id,
+                detection,
+                case_id=case_id,
+                suggestions=suggestions,
+                notice=notice,
+                reopen=direct and stored.case_id is None,
+            )
+        except AlreadyProcessed:
+            return await self._filed_elsewhere(stored.id, detection)
         self._publish(
             CaseEventKind.UPDATED if known_case else CaseEventKind.OPENED,
             case_id,

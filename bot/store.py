@@ -69,6 +69,10 @@ class Conflict(StoreError):
     """The request clashes with the current state (someone else got there first)."""
 
 
+class AlreadyProcessed(Conflict):
+    """Another worker processed this stored message first (see :meth:`Store._claim`)."""
+
+
 @dataclass(frozen=True)
 class SuggestionRow:
     entry_id: str
@@ -696,8 +700,25 @@ class Store:
         return [(_message_from_row(row), channels[row.channel_id]) for row in rows]
 
     async def record_detection(self, message_id: int, detection: Detection) -> None:
+        """Store the detection of a message that joins no case. Raises
+        :class:`AlreadyProcessed` when another worker processed the message first."""
         async with self.engine.begin() as conn:
+            await self._claim(conn, message_id)
             await self._set_detection(conn, message_id, detection, case_id=None)
+
+    @staticmethod
+    async def _claim(conn: AsyncConnection, message_id: int) -> None:
+        """Take a stored message that is not yet processed, as the transaction's first
+        write. A redelivery reaching two instances at once, or the minute's recovery, may
+        find the same message unprocessed; the row lock (PostgreSQL) or the write lock
+        (SQLite) makes the second wait for the first, and then find it taken."""
+        claimed = await conn.execute(
+            t.messages.update()
+            .where(t.messages.c.id == message_id, t.messages.c.detected.is_(False))
+            .values(detected=True)
+        )
+        if not claimed.rowcount:
+            raise AlreadyProcessed(f"message {message_id} was processed by another worker")
 
     async def _set_detection(
         self,
@@ -873,9 +894,11 @@ class Store:
         ``suggestions`` (when given) replace the case's suggestions. ``notice`` is queued
         to the channel when a new case is opened (the acknowledgement of a direct
         question); ``reopen`` puts an answered case back in the queue. Returns the case id.
+        Raises :class:`AlreadyProcessed` when another worker processed the message first.
         """
         now = utcnow()
         async with self.engine.begin() as conn:
+            await self._claim(conn, message_id)
             msg = (
                 await conn.execute(sa.select(t.messages).where(t.messages.c.id == message_id))
             ).one()

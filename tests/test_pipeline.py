@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from bot import schema as t
-from bot.events import CaseEventKind
+from bot.events import CaseEvent, CaseEventKind
 from bot.models import (
     CaseStatus,
     ChannelRef,
@@ -181,6 +182,47 @@ async def test_a_redelivered_message_that_failed_processing_is_processed(
     assert again is not None and again.created is False and again.case_id is not None
     (case,) = await runtime.store.list_cases()
     assert case.urgent is True
+
+
+async def test_a_message_filed_by_several_workers_at_once_makes_one_case(
+    runtime: Runtime,
+) -> None:
+    """A redelivery reaching two instances at once, and the minute's recovery, may all find
+    the same stored message not yet processed: only one of them files it (seen in CI: two
+    consoles behind a proxy opened a second, empty case)."""
+    await runtime.pipeline.opt_in(opt_in())
+    ch = await runtime.store.get_channel("fake", "chat-1")
+    assert ch is not None
+    for n in range(5):
+        await runtime.store.insert_message(
+            ch.id, message(f"keta en xtc samen? ({n})", str(n)), f"p{n}"
+        )
+    async with runtime.events.subscribe() as events:
+        results = await asyncio.gather(
+            *[
+                runtime.pipeline.ingest(message(f"keta en xtc samen? ({n})", str(n)))
+                for n in range(5)
+            ],
+            *[
+                runtime.pipeline.ingest(message(f"keta en xtc samen? ({n})", str(n)))
+                for n in range(5)
+            ],
+            runtime.pipeline.recover(),
+        )
+        published = [events.queue.get_nowait() for _ in range(events.queue.qsize())]
+    opened = [
+        e.case_id for e in published if isinstance(e, CaseEvent) and e.kind is CaseEventKind.OPENED
+    ]
+    cases = await runtime.store.list_cases()
+    assert len(cases) == 5
+    async with runtime.store.engine.connect() as conn:
+        filed = (await conn.execute(sa.select(t.messages.c.id, t.messages.c.case_id))).all()
+    assert sorted(r.case_id for r in filed) == sorted(c.id for c in cases)
+    # Each ingest answers with the case its message is in, whoever filed it.
+    by_message = {r.id: r.case_id for r in filed}
+    for result in results[:10]:
+        assert result is not None and result.case_id == by_message[result.message_id]
+    assert sorted(opened) == sorted(c.id for c in cases)  # one "opened" event per case
 
 
 async def test_platform_ids_are_kept_only_for_case_authors(runtime: Runtime) -> None:
