@@ -66,6 +66,12 @@ CHAR_NGRAMS = (2, 5)
 # factor the regression would all but ignore it. Chosen by leave-one-batch-out
 # cross-validation on the train split (`peerdesk detect cv`, docs/detection.md).
 CHAR_WEIGHT = 20.0
+# How much the urgent score leans on the nearest training messages: the urgent logit
+# gains NEIGHBOUR_WEIGHT times (similarity to the closest urgent training message minus
+# similarity to the closest other one). A paraphrase of an urgent message no phrase and
+# no n-gram covers still sits near one in meaning. Chosen by leave-one-batch-out
+# cross-validation on the train split (docs/detection.md); 0 switches it off.
+NEIGHBOUR_WEIGHT = 20.0
 LEXICAL_FEATURES = (
     "lexicon_score",
     "strong_terms",
@@ -261,6 +267,11 @@ def grams_matrix(grams: Sequence[Grams], n_features: int = CHAR_FEATURES) -> Any
     return csr_matrix((values, index, indptr), shape=(len(grams), n_features))
 
 
+def _unit(vectors: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.asarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
 def _sigmoid(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return np.asarray(1.0 / (1.0 + np.exp(-np.clip(x, -40, 40))))
 
@@ -282,6 +293,24 @@ class Model:
     info: dict[str, Any] = field(default_factory=dict)
     char_weights: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros(0))
     urgent_char_weights: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros(0))
+    # The training messages' embeddings (unit length) and whether each was urgent: the
+    # urgent score's nearest-neighbour term (NEIGHBOUR_WEIGHT). Empty: no such term.
+    neighbours: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros((0, 0)))
+    neighbour_urgent: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    def nearest(self, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """Per row, (similarity to the closest urgent training message, to the closest
+        other one); zeros for a model without neighbours. Shape (len(rows), 2)."""
+        if not len(self.neighbours) or not self.neighbour_urgent.any():
+            return np.zeros((len(rows), 2))
+        sims = _unit(rows[:, len(self.feature_names) :]) @ self.neighbours.T
+        urgent = np.where(self.neighbour_urgent, sims, -1.0).max(axis=1)
+        other = np.where(self.neighbour_urgent, -1.0, sims).max(axis=1)
+        return np.stack([urgent, other], axis=1)
+
+    @property
+    def neighbour_weight(self) -> float:
+        return float(self.info.get("neighbour_weight", 0.0)) if len(self.neighbours) else 0.0
 
     def char_logits(self, grams: Sequence[Grams], *, urgent: bool = False) -> np.ndarray[Any, Any]:
         """What the n-grams add to one regression's logit (drug-related, or ``urgent``),
@@ -292,16 +321,23 @@ class Model:
         return np.array([float(weights[i] @ v) for i, v in grams])
 
     def scores(
-        self, rows: np.ndarray[Any, Any], grams: Sequence[Grams] | None = None
+        self,
+        rows: np.ndarray[Any, Any],
+        grams: Sequence[Grams] | None = None,
+        nearest: np.ndarray[Any, Any] | None = None,
     ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
         """(probability drug-related, probability urgent) per row; ``grams`` are the
-        rows' n-grams (none: the n-gram block counts 0)."""
+        rows' n-grams (none: the n-gram block counts 0); ``nearest`` is
+        :meth:`nearest` of the rows when the caller has it already."""
         z = (rows - self.mean) / self.scale
         drug = z @ self.weights + self.bias
         urgent = z @ self.urgent_weights + self.urgent_bias
         if grams is not None:
             drug = drug + self.char_logits(grams)
             urgent = urgent + self.char_logits(grams, urgent=True)
+        if self.neighbour_weight:
+            near = self.nearest(rows) if nearest is None else nearest
+            urgent = urgent + self.neighbour_weight * (near[:, 0] - near[:, 1])
         return _sigmoid(drug), _sigmoid(urgent)
 
     def to_bytes(self) -> bytes:
@@ -318,6 +354,10 @@ class Model:
         # at 0): stored as (bucket, weight) pairs, the file stays small.
         used = np.flatnonzero(self.char_weights)
         urgent_used = np.flatnonzero(self.urgent_char_weights)
+        arrays: dict[str, Any] = {}
+        if len(self.neighbours):  # float16 is plenty for a cosine and halves the file
+            arrays["neighbours"] = self.neighbours.astype(np.float16)
+            arrays["neighbour_urgent"] = self.neighbour_urgent.astype(bool)
         buffer = io.BytesIO()
         np.savez_compressed(
             buffer,
@@ -330,6 +370,7 @@ class Model:
             char_values=self.char_weights[used].astype(np.float32),
             urgent_char_index=urgent_used.astype(np.int32),
             urgent_char_values=self.urgent_char_weights[urgent_used].astype(np.float32),
+            **arrays,
         )
         return buffer.getvalue()
 
@@ -360,6 +401,12 @@ class Model:
                     if n_char:
                         index = data[f"{prefix}char_index"].astype(np.int64)
                         char[name][index] = data[f"{prefix}char_values"]
+                near: dict[str, np.ndarray[Any, Any]] = {}
+                if "neighbours" in data.files:  # since 2026-11-25; older files have none
+                    near["neighbours"] = data["neighbours"].astype(np.float32)
+                    near["neighbour_urgent"] = data["neighbour_urgent"].astype(bool)
+                    if near["neighbours"].shape[0] != len(near["neighbour_urgent"]):
+                        raise ValueError("neighbours and their labels differ in number")
         except (OSError, KeyError, ValueError, EOFError, IndexError) as exc:
             raise ModelError(f"{source}: not a usable detection model ({exc})") from None
         info = meta.get("info") or {}
@@ -381,6 +428,7 @@ class Model:
             urgent_bias=float(meta["urgent_bias"]),
             info=dict(info),
             **char,
+            **near,
             **arrays,
         )
 
@@ -421,23 +469,39 @@ def choose_thresholds(
     urgent_recall: float = 0.99,
     urgent_rows: np.ndarray[Any, Any] | None = None,
     urgent_z: np.ndarray[Any, Any] | None = None,
+    vectors: np.ndarray[Any, Any] | None = None,
+    neighbour_weight: float = 0.0,
 ) -> tuple[float, float]:
     """Thresholds from 5-fold cross-validated probabilities on the training data (the
     held-back split is never looked at): the one with the best F1 for drug-related, and
     the highest that keeps ``urgent_recall`` of urgent messages (among ``urgent_rows``,
     the rows whose urgency is known) with the urgent model alone, reading ``urgent_z``
-    (default ``z``)."""
+    (default ``z``), plus its nearest-neighbour term when ``vectors`` (the rows' unit
+    embeddings) and ``neighbour_weight`` are given: each fold's neighbours are the
+    other folds' messages, as a new message's are the training messages."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    def cv(x: np.ndarray[Any, Any], y: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    def splits(x: Any, y: np.ndarray[Any, Any]) -> list[tuple[Any, Any]]:
+        return list(StratifiedKFold(5, shuffle=True, random_state=0).split(x, y))
+
+    def cv(x: Any, y: np.ndarray[Any, Any], folds: list[tuple[Any, Any]]) -> np.ndarray[Any, Any]:
         model = LogisticRegression(C=c, class_weight="balanced", max_iter=5000)
-        folds = StratifiedKFold(5, shuffle=True, random_state=0)
         return np.asarray(cross_val_predict(model, x, y, cv=folds, method="predict_proba")[:, 1])
 
     known = urgent_rows if urgent_rows is not None else np.ones(len(z), dtype=bool)
     zu = urgent_z if urgent_z is not None else z
-    p, u = cv(z, labels), cv(zu[known], urgent[known])
+    urgent_folds = splits(zu[known], urgent[known])
+    p, u = cv(z, labels, splits(z, labels)), cv(zu[known], urgent[known], urgent_folds)
+    if vectors is not None and neighbour_weight:
+        v, yu = vectors[known], urgent[known]
+        logit = np.log(np.clip(u, 1e-12, None)) - np.log(np.clip(1 - u, 1e-12, None))
+        for train, test in urgent_folds:
+            sims = v[test] @ v[train].T
+            near = np.where(yu[train], sims, -1.0).max(axis=1)
+            other = np.where(yu[train], -1.0, sims).max(axis=1)
+            logit[test] += neighbour_weight * (near - other)
+        u = _sigmoid(logit)
     grid = [round(float(t), 2) for t in np.arange(0.05, 0.96, 0.01)]
     threshold = max(grid, key=lambda t: (_f1(labels, p >= t), -abs(t - 0.5)))
     wanted = urgent_recall * urgent[known].sum()
@@ -456,6 +520,7 @@ def fit(
     grams: Sequence[Grams] | None = None,
     char_weight: float = CHAR_WEIGHT,
     urgent_recall: float = 0.99,
+    neighbour_weight: float = NEIGHBOUR_WEIGHT,
     info: dict[str, Any] | None = None,
 ) -> Model:
     """Train both regressions (scikit-learn, balanced classes, strong L2: a few hundred
@@ -463,7 +528,9 @@ def fit(
     With ``grams`` (the rows' n-grams) both also read them, scaled by ``char_weight``.
     An ``urgent`` label of None (volunteers' feedback says whether a message is
     drug-related, not whether it was urgent) leaves that row out of the urgent one. The
-    urgent threshold keeps ``urgent_recall`` of urgent messages in cross-validation."""
+    urgent threshold keeps ``urgent_recall`` of urgent messages in cross-validation.
+    With ``neighbour_weight`` the model keeps the embeddings of the rows whose urgency is
+    known, for the urgent score's nearest-neighbour term (see :data:`NEIGHBOUR_WEIGHT`)."""
     from sklearn.linear_model import LogisticRegression
 
     mean = rows.mean(axis=0)
@@ -477,10 +544,23 @@ def fit(
     xu, _ = _with_grams(_blind(z, feature_names), grams, char_weight)
     drug = LogisticRegression(C=c, class_weight="balanced", max_iter=5000).fit(x, y)
     urg = LogisticRegression(C=c, class_weight="balanced", max_iter=5000).fit(xu[known], yu[known])
+    vectors = _unit(rows[:, len(feature_names) :])
     threshold, urgent_threshold = choose_thresholds(
-        x, y, yu, c=c, urgent_recall=urgent_recall, urgent_rows=known, urgent_z=xu
+        x,
+        y,
+        yu,
+        c=c,
+        urgent_recall=urgent_recall,
+        urgent_rows=known,
+        urgent_z=xu,
+        vectors=vectors,
+        neighbour_weight=neighbour_weight,
     )
     info = {**(info or {}), "c": c, "threshold": threshold, "urgent_threshold": urgent_threshold}
+    near: dict[str, np.ndarray[Any, Any]] = {}
+    if neighbour_weight and yu[known].any():
+        info["neighbour_weight"] = neighbour_weight
+        near = {"neighbours": vectors[known], "neighbour_urgent": yu[known]}
     coef = np.asarray(drug.coef_[0], dtype=np.float64)
     urgent_coef = np.asarray(urg.coef_[0], dtype=np.float64)
     dense = z.shape[1]
@@ -503,6 +583,7 @@ def fit(
         info=info,
         char_weights=char_weights,
         urgent_char_weights=urgent_char_weights,
+        **near,
     )
 
 
@@ -605,15 +686,15 @@ class TrainedDetector:
 
     def detect_many(self, texts: Sequence[str]) -> list[Detection]:
         signals = self.features.signals(texts)
-        p_drug, p_urgent = self.model.scores(
-            self.features.rows(signals), [s.grams for s in signals]
-        )
+        rows = self.features.rows(signals)
+        nearest = self.model.nearest(rows)
+        p_drug, p_urgent = self.model.scores(rows, [s.grams for s in signals], nearest)
         return [
-            self._combine(s, float(p), float(u))
-            for s, p, u in zip(signals, p_drug, p_urgent, strict=True)
+            self._combine(s, float(p), float(u), near)
+            for s, p, u, near in zip(signals, p_drug, p_urgent, nearest, strict=True)
         ]
 
-    def _combine(self, s: Signals, p: float, u: float) -> Detection:
+    def _combine(self, s: Signals, p: float, u: float, near: np.ndarray[Any, Any]) -> Detection:
         lexicon = s.lexicon
         rule_urgent = lexicon.urgent
         model_urgent = u >= self.urgent_threshold
@@ -644,7 +725,12 @@ class TrainedDetector:
             Reason("model", "classifier", f"drug-related {p:.2f}, urgent {u:.2f}", round(p, 3))
         )
         if model_urgent and not rule_urgent:
-            reasons.append(Reason("urgent", "model", f"reads as urgent ({u:.2f})", round(u, 3)))
+            why = f"reads as urgent ({u:.2f})"
+            if self.model.neighbour_weight:
+                why += (
+                    f"; closest urgent example {near[0]:.2f}, closest other message {near[1]:.2f}"
+                )
+            reasons.append(Reason("urgent", "model", why, round(u, 3)))
         return replace(
             lexicon,
             flagged=flagged,
@@ -676,6 +762,7 @@ def cross_validate_by_group(
     feature_names: Sequence[str],
     grams: Sequence[Grams] | None = None,
     c: float = 0.01,
+    neighbour_weight: float = NEIGHBOUR_WEIGHT,
 ) -> list[HeldOut]:
     """Leave one group (a batch of the dataset) out at a time: train on the others with
     :func:`fit` (thresholds by its inner cross-validation, on those others only), judge
@@ -694,6 +781,7 @@ def cross_validate_by_group(
             feature_names=feature_names,
             c=c,
             grams=[grams[i] for i in kept] if grams is not None else None,
+            neighbour_weight=neighbour_weight,
         )
         p, u = model.scores(rows[held], [grams[i] for i in held] if grams is not None else None)
         threshold = float(model.info["threshold"])

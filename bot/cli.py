@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from bot import detection_eval, migrate
 from bot.adapter import AdapterStartError
 from bot.classifier import (
+    NEIGHBOUR_WEIGHT,
     Features,
     Grams,
     ModelError,
@@ -164,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
         "cross-validation (default 0.99)",
     )
     train.add_argument(
+        "--neighbour-weight",
+        type=float,
+        default=NEIGHBOUR_WEIGHT,
+        help="how much the urgent score leans on the closest urgent training message "
+        f"(default {NEIGHBOUR_WEIGHT:g}; 0: not at all, and the model file stays small)",
+    )
+    train.add_argument(
         "--no-eval",
         action="store_true",
         help="do not judge on the test split (nor read it): train and write the model only",
@@ -181,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument(
         "--compare",
         action="store_true",
-        help="also cross-validate the model without character n-grams (version 2 features)",
+        help="also cross-validate the model without character n-grams (version 2 "
+        "features) and the model without the urgent score's nearest neighbours",
     )
 
     retrain = detect_sub.add_parser(
@@ -621,6 +630,7 @@ def cmd_detect_train(
         c=args.c,
         grams=[s.grams for s in signals],
         urgent_recall=args.urgent_recall,
+        neighbour_weight=args.neighbour_weight,
         info={
             "dataset": path.name,
             "urgent_recall": args.urgent_recall,
@@ -674,16 +684,20 @@ def cmd_detect_cv(
     features = _features(settings, detector)
     signals = features.signals([i.text for i in items])
     rows = features.rows(signals)
-    variants: dict[str, list[Grams] | None] = {"ngrams": [s.grams for s in signals]}
+    grams = [s.grams for s in signals]
+    # name -> (n-grams, nearest-neighbour weight)
+    variants: dict[str, tuple[list[Grams] | None, float]] = {
+        "ngrams+neighbours": (grams, NEIGHBOUR_WEIGHT)
+    }
     if args.compare:
-        variants = {"no-ngrams": None, **variants}
+        variants = {"no-ngrams": (None, 0.0), "ngrams": (grams, 0.0), **variants}
     results: dict[str, dict[str, detection_eval.Scores]] = {}
     print(
         f"{path.name}, train split only, {len(items)} messages in {len(batches)} batches; "
         "each batch judged by a model trained on the others:",
         file=out,
     )
-    for name, grams in variants.items():
+    for name, (variant_grams, weight) in variants.items():
         held = cross_validate_by_group(
             rows,
             [i.drug_related for i in items],
@@ -691,8 +705,9 @@ def cmd_detect_cv(
             [s.lexicon.urgent for s in signals],
             [i.batch for i in items],
             feature_names=features.names,
-            grams=grams,
+            grams=variant_grams,
             c=args.c,
+            neighbour_weight=weight,
         )
         judged: list[detection_eval.Item] = []
         verdicts: list[detection_eval.Verdict] = []
