@@ -303,10 +303,24 @@ class Model:
         other one); zeros for a model without neighbours. Shape (len(rows), 2)."""
         if not len(self.neighbours) or not self.neighbour_urgent.any():
             return np.zeros((len(rows), 2))
-        sims = _unit(rows[:, len(self.feature_names) :]) @ self.neighbours.T
-        urgent = np.where(self.neighbour_urgent, sims, -1.0).max(axis=1)
-        other = np.where(self.neighbour_urgent, -1.0, sims).max(axis=1)
-        return np.stack([urgent, other], axis=1)
+        vectors = _unit(rows[:, len(self.feature_names) :])
+        urgent, other = self._neighbour_columns
+        none = np.full(len(rows), -1.0)  # a model trained on urgent messages only
+        closest = (
+            (vectors @ urgent).max(axis=1),
+            (vectors @ other).max(axis=1) if other.size else none,
+        )
+        return np.stack(closest, axis=1)
+
+    @functools.cached_property
+    def _neighbour_columns(self) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        # Urgent and other neighbours apart, one per column, contiguous: two plain matrix
+        # products per batch (about 0.2 ms for one message, 1.7 ms for 32 on 2 cores).
+        urgent = self.neighbour_urgent
+        return (
+            np.ascontiguousarray(self.neighbours[urgent].T, dtype=np.float32),
+            np.ascontiguousarray(self.neighbours[~urgent].T, dtype=np.float32),
+        )
 
     @property
     def neighbour_weight(self) -> float:
@@ -405,8 +419,10 @@ class Model:
                 if "neighbours" in data.files:  # since 2026-11-25; older files have none
                     near["neighbours"] = data["neighbours"].astype(np.float32)
                     near["neighbour_urgent"] = data["neighbour_urgent"].astype(bool)
-                    if near["neighbours"].shape[0] != len(near["neighbour_urgent"]):
-                        raise ValueError("neighbours and their labels differ in number")
+                    shape = near["neighbours"].shape
+                    dim = len(arrays["mean"]) - len(meta["feature_names"])
+                    if shape[0] != len(near["neighbour_urgent"]) or shape[1:] != (dim,):
+                        raise ValueError("its neighbours do not fit its embedding or labels")
         except (OSError, KeyError, ValueError, EOFError, IndexError) as exc:
             raise ModelError(f"{source}: not a usable detection model ({exc})") from None
         info = meta.get("info") or {}
@@ -558,7 +574,7 @@ def fit(
     )
     info = {**(info or {}), "c": c, "threshold": threshold, "urgent_threshold": urgent_threshold}
     near: dict[str, np.ndarray[Any, Any]] = {}
-    if neighbour_weight and yu[known].any():
+    if neighbour_weight and yu[known].any() and vectors.shape[1]:  # rows with an embedding
         info["neighbour_weight"] = neighbour_weight
         near = {"neighbours": vectors[known], "neighbour_urgent": yu[known]}
     coef = np.asarray(drug.coef_[0], dtype=np.float64)

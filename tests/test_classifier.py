@@ -247,6 +247,61 @@ def test_a_model_without_ngrams_still_loads_and_scores(tmp_path: Path) -> None:
     assert Model.load().info["threshold"] > 0  # the shipped file
 
 
+def _neighbour_rows(n: int, direction: int, rng: np.random.Generator) -> np.ndarray:
+    """Rows of one noise feature and a 4-d embedding near axis ``direction``."""
+    vectors = rng.normal(scale=0.3, size=(n, 4))
+    vectors[:, direction] += 1.0
+    return np.hstack([rng.normal(size=(n, 1)), vectors])
+
+
+def test_the_urgent_score_leans_on_the_closest_training_messages() -> None:
+    # The one feature is noise; only where a message sits in meaning tells urgency.
+    rng = np.random.default_rng(5)
+    rows = np.vstack([_neighbour_rows(20, 0, rng), _neighbour_rows(40, 1, rng)])
+    urgent = [True] * 20 + [False] * 40
+    kw = {"embedder": "fake", "feature_names": ("noise",), "c": 0.001}
+    near = fit(rows, urgent, urgent, neighbour_weight=20.0, **kw)
+    plain = fit(rows, urgent, urgent, neighbour_weight=0.0, **kw)
+    assert near.neighbour_weight == 20.0 and near.neighbours.shape == (60, 4)
+    assert plain.neighbour_weight == 0.0 and len(plain.neighbours) == 0
+    new = np.vstack([_neighbour_rows(1, 0, rng), _neighbour_rows(1, 1, rng)])
+    closest = near.nearest(new)
+    assert closest[0, 0] > closest[0, 1] and closest[1, 1] > closest[1, 0]
+    _, u_near = near.scores(new)
+    _, u_plain = plain.scores(new)
+    assert u_near[0] - u_near[1] > u_plain[0] - u_plain[1] + 0.5
+    assert u_near[0] >= near.info["urgent_threshold"] > u_near[1]
+    # Its threshold was chosen on cross-validated scores that include the term.
+    assert near.info["urgent_threshold"] != plain.info["urgent_threshold"]
+
+
+def test_the_model_explains_an_urgent_verdict_by_its_closest_examples() -> None:
+    detector = trained(urgent_threshold=0.5)
+    assert detector.model.neighbour_weight > 0
+    (d,) = detector.detect_many(["water hij slaap"])
+    (why,) = [r.detail for r in d.reasons if r.kind == "urgent" and r.term == "model"]
+    assert "closest urgent example" in why and "closest other message" in why
+
+
+def test_neighbours_survive_the_file_and_older_files_have_none(tmp_path: Path) -> None:
+    model = trained().model
+    path = tmp_path / "m.npz"
+    model.save(path)
+    again = Model.load(path)
+    assert again.neighbours.shape == model.neighbours.shape
+    assert np.array_equal(again.neighbour_urgent, model.neighbour_urgent)
+    rows = np.random.default_rng(1).normal(size=(3, len(model.mean)))
+    assert np.allclose(again.nearest(rows), model.nearest(rows), atol=1e-3)  # float16
+    # A file from before the term (or trained with --neighbour-weight 0) scores without it.
+    older = replace(model, neighbours=np.zeros((0, 0)), neighbour_urgent=np.zeros(0, bool))
+    older.save(path)
+    plain = Model.load(path)
+    assert plain.neighbour_weight == 0.0 and not plain.nearest(rows).any()
+    z = (rows - model.mean) / model.scale
+    expected = 1 / (1 + np.exp(-(z @ model.urgent_weights + model.urgent_bias)))
+    assert np.allclose(plain.scores(rows)[1], expected)
+
+
 def test_leaving_one_group_out_judges_each_group_by_a_model_of_the_others() -> None:
     f = features()
     texts = [*DRUG, *CALM, *URGENT, *URGENT]
@@ -320,6 +375,10 @@ def test_a_broken_or_foreign_model_is_refused_clearly(tmp_path: Path) -> None:
             threshold=0.5,
             urgent_threshold=0.5,
         )
+    misfit = tmp_path / "misfit.npz"
+    replace(model, neighbours=model.neighbours[:, :-1]).save(misfit)
+    with pytest.raises(ModelError, match=r"misfit\.npz.*neighbours do not fit"):
+        Model.load(misfit)
 
 
 def _settings(tmp_path: Path, **env: str) -> Settings:

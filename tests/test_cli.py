@@ -614,6 +614,7 @@ def test_detect_cv_leaves_each_training_batch_out(cli: Cli) -> None:
     rows = [line.split()[:3] for line in result.out.splitlines()]
     # Every training message judged once, no held-back one.
     assert ["ngrams", "all", "44"] in rows and ["no-ngrams", "all", "44"] in rows
+    assert ["ngrams+neighbours", "all", "44"] in rows  # the shipped kind of model
     one = cli.tmp_path / "one.jsonl"
     one.write_text(
         "".join(x for x in dataset.read_text().splitlines(True) if "second" not in x),
@@ -632,6 +633,13 @@ def test_detect_train_without_eval_never_judges_the_test_split(cli: Cli) -> None
     model = Model.load(out)
     assert model.info["train_items"] == 44 and model.info["char_weight"] > 0
     assert np.count_nonzero(model.char_weights) > 0
+    # The urgent score's neighbours: every training message, urgent ones marked.
+    assert model.neighbour_weight == 20.0 and model.neighbours.shape[0] == 44
+    assert model.neighbour_urgent.sum() == 12
+    plain = cli.tmp_path / "plain.npz"
+    args = ("--dataset", str(dataset), "--out", str(plain), "--no-eval", "--neighbour-weight", "0")
+    assert cli("detect", "train", *args).code == 0
+    assert Model.load(plain).neighbour_weight == 0.0 and plain.stat().st_size < out.stat().st_size
 
 
 def test_detect_retrain_compares_stores_and_rolls_back(cli: Cli) -> None:
