@@ -192,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also cross-validate the model without character n-grams (version 2 "
         "features) and the model without the urgent score's nearest neighbours",
     )
+    cv.add_argument(
+        "--neighbour-weight",
+        type=float,
+        default=NEIGHBOUR_WEIGHT,
+        help=f"the nearest-neighbour weight to cross-validate (default {NEIGHBOUR_WEIGHT:g})",
+    )
 
     retrain = detect_sub.add_parser(
         "retrain",
@@ -687,7 +693,7 @@ def cmd_detect_cv(
     grams = [s.grams for s in signals]
     # name -> (n-grams, nearest-neighbour weight)
     variants: dict[str, tuple[list[Grams] | None, float]] = {
-        "ngrams+neighbours": (grams, NEIGHBOUR_WEIGHT)
+        "ngrams+neighbours": (grams, args.neighbour_weight)
     }
     if args.compare:
         variants = {"no-ngrams": (None, 0.0), "ngrams": (grams, 0.0), **variants}

@@ -207,6 +207,9 @@ def test_retraining_adds_feedback_and_compares_on_the_held_back_split(tmp_path: 
     result = retrain(settings, features, current, _items("train", 5), test, feedback, c=1.0)
     assert result.feedback == 2 and result.feedback_positive == 1
     assert result.model.info["feedback_items"] == 2 and result.model.info["train_items"] == 50
+    # The model file keeps the embeddings of dataset messages only (its urgent score's
+    # neighbours), never of the people's messages volunteers labelled.
+    assert result.model.neighbours.shape[0] == 50
     assert result.before["all"].n == result.after["all"].n == len(test)
     assert result.better  # the same data, nearly: no worse
     report = result.report()
