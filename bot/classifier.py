@@ -219,14 +219,15 @@ class Features:
         vectors = self.embedder.embed(list(texts))
         protos = self._prototype_vectors()
         faq = self._faq_questions(vectors.shape[1])
+        # One product per intent for the whole batch, not one per message and intent.
+        best = {intent: np.argmax(vectors @ m.T, axis=1) for intent, m in protos.items()}
         out = []
-        for text, vector in zip(texts, vectors, strict=True):
+        for n, (text, vector) in enumerate(zip(texts, vectors, strict=True)):
             similarity, closest = {}, {}
             for intent, matrix in protos.items():
-                sims = matrix @ vector
-                best = int(np.argmax(sims))
-                similarity[intent] = float(sims[best])
-                closest[intent] = self.prototypes.sentences[intent][best]
+                k = int(best[intent][n])
+                similarity[intent] = float(matrix[k] @ vector)
+                closest[intent] = self.prototypes.sentences[intent][k]
             faq_similarity, question = faq.closest(vector)
             out.append(
                 Signals(
@@ -243,18 +244,17 @@ class Features:
 
     def rows(self, signals: Sequence[Signals]) -> np.ndarray[Any, Any]:
         intents = self.prototypes.intents
-        return np.array(
+        if not signals:
+            return np.zeros((0, len(self.names)))  # no embedding to say how wide
+        dense = np.array(
             [
-                [
-                    *_lexical(s.lexicon),
-                    *(s.similarity[i] for i in intents),
-                    s.faq_similarity,
-                    *s.vector,
-                ]
+                [*_lexical(s.lexicon), *(s.similarity[i] for i in intents), s.faq_similarity]
                 for s in signals
             ],
             dtype=np.float64,
         )
+        vectors = np.array([s.vector for s in signals], dtype=np.float64)
+        return np.hstack([dense, vectors])
 
 
 def grams_matrix(grams: Sequence[Grams], n_features: int = CHAR_FEATURES) -> Any:
@@ -304,23 +304,18 @@ class Model:
         if not len(self.neighbours) or not self.neighbour_urgent.any():
             return np.zeros((len(rows), 2))
         vectors = _unit(rows[:, len(self.feature_names) :])
-        urgent, other = self._neighbour_columns
-        none = np.full(len(rows), -1.0)  # a model trained on urgent messages only
-        closest = (
-            (vectors @ urgent).max(axis=1),
-            (vectors @ other).max(axis=1) if other.size else none,
-        )
-        return np.stack(closest, axis=1)
+        columns, split = self._neighbour_columns
+        sims = vectors @ columns
+        other = sims[:, split:].max(axis=1) if split < sims.shape[1] else np.full(len(rows), -1.0)
+        return np.stack([sims[:, :split].max(axis=1), other], axis=1)
 
     @functools.cached_property
-    def _neighbour_columns(self) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-        # Urgent and other neighbours apart, one per column, contiguous: two plain matrix
-        # products per batch (about 0.2 ms for one message, 1.7 ms for 32 on 2 cores).
-        urgent = self.neighbour_urgent
-        return (
-            np.ascontiguousarray(self.neighbours[urgent].T, dtype=np.float32),
-            np.ascontiguousarray(self.neighbours[~urgent].T, dtype=np.float32),
-        )
+    def _neighbour_columns(self) -> tuple[np.ndarray[Any, Any], int]:
+        # One neighbour per column, the urgent ones first, contiguous: one plain matrix
+        # product per batch (about 0.15 ms for one message on these machines).
+        order = np.argsort(~self.neighbour_urgent, kind="stable")
+        columns = np.ascontiguousarray(self.neighbours[order].T, dtype=np.float32)
+        return columns, int(self.neighbour_urgent.sum())
 
     @property
     def neighbour_weight(self) -> float:
@@ -701,6 +696,8 @@ class TrainedDetector:
         return self.detect_many([text])[0]
 
     def detect_many(self, texts: Sequence[str]) -> list[Detection]:
+        if not texts:
+            return []
         signals = self.features.signals(texts)
         rows = self.features.rows(signals)
         nearest = self.model.nearest(rows)

@@ -121,6 +121,11 @@ def test_a_trained_model_separates_and_explains() -> None:
     assert model_reason.weight == drug.score
 
 
+def test_an_empty_batch_detects_nothing() -> None:
+    assert trained().detect_many([]) == []
+    assert features().rows([]).shape == (0, len(features().names))
+
+
 def test_training_records_thresholds_from_cross_validation() -> None:
     model = trained().model
     assert 0.05 <= model.info["threshold"] <= 0.95
